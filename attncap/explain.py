@@ -1,0 +1,37 @@
+"""`attncap explain`: every rule of one backend against a query, not only the nearest."""
+
+from __future__ import annotations
+
+from .resolver import evaluate
+from .rules import Ctx
+
+
+def explain_backend(registry, backend: str, query, env, *, probes: bool = True) -> dict:
+    b = registry.compiled[backend]
+    arch = query.arch or env.arch
+    vocab = registry.vocabulary
+    ctx = Ctx(arch, vocab.dtypes[query.dtype].bytes, env.version(b.package), env.cudnn, b.package, vocab.cc(arch))
+    decision = evaluate(b, query, ctx, env, probes)
+    skip = frozenset() if ctx.version else frozenset({"versions"})
+
+    def rows(rules, *, deny: bool = False):
+        out = []
+        for r in rules:
+            failures = r.failures(query, ctx, skip)
+            status = ("applies" if not failures else "clear") if deny else ("match" if not failures else "fail")
+            why = [f.message for f in failures] if not deny else ([r.reason] if not failures else [])
+            out.append({"id": r.id, "status": status, "source": r.source, "why": why})
+        return out
+
+    used = [name for alternatives in query.features for name in alternatives]
+    return {
+        "backend": backend, "package": b.package, "version": ctx.version, "arch": arch,
+        "supported": decision.supported, "decided_by": decision.decided_by,
+        "support": rows(b.support),
+        "features": [row | {"id": f"{name}/{row['id']}"} for name in used for row in rows(b.features.get(name, ()))]
+        + [{"id": name, "status": "fail", "source": None, "why": ["not declared"]} for name in used
+           if name not in b.features],
+        "known_issues": rows(b.known_issues, deny=True),
+        "probe": None if decision.probe is None else decision.probe.describe(),
+        "reasons": [r.as_dict() for r in decision.reasons],
+    }

@@ -1,0 +1,327 @@
+"""Semantic checks on the data, beyond what the models check. Each check is a small named
+function; `document` checks see one file, `registry` checks see the merged data.
+
+Severity: errors fail `attncap validate` and loading; warnings fail only `validate --strict`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from .models import BackendFile, Conditions, IntRange, KnownIssue, Model, Rule
+from .rules import version_matches
+from .yamlsource import Document, Problem
+
+DOCUMENT_CHECKS: dict[str, Callable] = {}
+REGISTRY_CHECKS: dict[str, Callable] = {}
+SCHEMA_LINE = "# yaml-language-server: $schema="
+
+
+def document_check(name: str):
+    def register(fn):
+        DOCUMENT_CHECKS[name] = fn
+        return fn
+    return register
+
+
+def registry_check(name: str):
+    def register(fn):
+        REGISTRY_CHECKS[name] = fn
+        return fn
+    return register
+
+
+def check_document(doc: Document, model: Model) -> list[Problem]:
+    return [p for name, fn in DOCUMENT_CHECKS.items() for p in _named(name, fn(doc, model))]
+
+
+def check_registry(registry) -> list[Problem]:
+    return [p for name, fn in REGISTRY_CHECKS.items() for p in _named(name, fn(registry))]
+
+
+def _named(name: str, problems) -> Iterator[Problem]:
+    for p in problems:
+        yield Problem(p.file, p.line, p.column, p.field, p.message, p.severity, name)
+
+
+# ---- one file --------------------------------------------------------------------------
+
+@document_check("file-name")
+def file_name(doc: Document, model: Model):
+    if isinstance(model, BackendFile):
+        expected = Path(doc.file).stem.replace("_", "-")
+        if model.backend != expected:
+            yield doc.problem(("backend",), f"backend {model.backend!r} must match the file name "
+                                            f"(expected {expected!r} for {Path(doc.file).name})")
+
+
+@document_check("duplicate-id")
+def duplicate_ids(doc: Document, model: Model):
+    if not isinstance(model, BackendFile):
+        return
+    sections = [(("support",), model.support), (("known_issues",), model.known_issues)]
+    sections += [(("features", name), rules) for name, rules in model.features.items()]
+    for path, rules in sections:
+        seen: dict[str, int] = {}
+        for i, rule in enumerate(rules):
+            if rule.id in seen:
+                yield doc.problem(path + (i, "id"), f"duplicate id {rule.id!r} (first at index {seen[rule.id]})")
+            seen.setdefault(rule.id, i)
+
+
+@document_check("schema-line")
+def schema_line(doc: Document, model: Model):
+    try:
+        first = Path(doc.file).read_text(encoding="utf-8").split("\n", 1)[0]
+    except OSError:
+        return
+    if not first.startswith(SCHEMA_LINE):
+        yield Problem(doc.file, 1, 1, "", f"first line should be '{SCHEMA_LINE}...' so editors validate the file",
+                      severity="warning")
+
+
+# ---- the merged data -------------------------------------------------------------------
+
+def _rules(registry) -> Iterator[tuple[str, str, Rule | KnownIssue, object]]:
+    """(backend, section, rule, location) for every rule of every backend."""
+    for name, backend in registry.backends.items():
+        sections = [("support", backend.support), ("known_issues", backend.known_issues)]
+        sections += [(f"features.{f}", rules) for f, rules in backend.features.items()]
+        for section, rules in sections:
+            for rule in rules:
+                yield name, section, rule, registry.origin(name, section, rule.id)
+
+
+def _conditions(rule) -> Conditions:
+    return rule.when if isinstance(rule, KnownIssue) else rule
+
+
+def _where(rule) -> tuple:
+    return ("when",) if isinstance(rule, KnownIssue) else ()
+
+
+@registry_check("unknown-name")
+def unknown_names(registry):
+    vocab = registry.vocabulary
+    for backend, section, rule, loc in _rules(registry):
+        cond, at = _conditions(rule), _where(rule)
+        if cond.arch is not None:
+            for name in vocab.expand_archs(cond.arch)[1]:
+                yield loc.problem(f"unknown arch {name!r}; known: {', '.join(vocab.archs)}", sub=at + ("arch",))
+        for name in cond.dtype or ():
+            if name not in vocab.dtypes:
+                yield loc.problem(f"unknown dtype {name!r}; known: {', '.join(vocab.dtypes)}", sub=at + ("dtype",))
+    for name, backend in registry.backends.items():
+        for arch in (backend.probe.archs or []) if backend.probe else []:
+            if arch not in vocab.archs:
+                yield registry.origin(name, "probe").problem(f"unknown arch {arch!r} in the probe's domain",
+                                                             sub=("archs",))
+    families = vocab.families()
+    for family, policy in registry.policy.families.items():
+        loc = registry.origin("policy", family)
+        if family not in families:
+            yield loc.problem(f"unknown arch family {family!r}; known: {', '.join(families)}")
+        for b in policy.order:
+            if b not in registry.backends:
+                yield loc.problem(f"unknown backend {b!r}", sub=("order",))
+    for b in registry.policy.default:
+        if b not in registry.backends:
+            yield registry.origin("policy", "default").problem(f"unknown backend {b!r}")
+
+
+@registry_check("missing-source")
+def missing_source(registry):
+    for backend, section, rule, loc in _rules(registry):
+        if not rule.source:
+            yield loc.problem(f"rule {rule.id!r} has no source: say where this fact comes from", sub=("id",))
+        if isinstance(rule, KnownIssue):
+            for key, what in (("reason", "a reason in plain words"), ("versions", "the versions it affects")):
+                if getattr(rule, key) is None:
+                    yield loc.problem(f"known issue {rule.id!r} needs {what} ({key})", sub=("id",))
+
+
+def candidate_versions(*specifiers: str | None) -> list[str]:
+    """Versions around every bound the specifiers mention: enough to decide satisfiability."""
+    out = ["0", "999999"]
+    for spec in filter(None, specifiers):
+        for clause in SpecifierSet(spec):
+            text = clause.version.rstrip(".*")
+            try:
+                v = Version(text)
+            except InvalidVersion:
+                continue
+            release = ".".join(map(str, v.release))
+            out += [str(v), f"{v.public}.post1", f"{release}.1", f"{v.public}.dev0" if not v.dev else str(v)]
+    return out
+
+
+def satisfiable(*specifiers: str | None) -> bool:
+    specs = [s for s in specifiers if s]
+    return any(all(version_matches(s, v) for s in specs) for v in candidate_versions(*specs))
+
+
+@registry_check("version-specifier")
+def unsatisfiable_versions(registry):
+    for backend, section, rule, loc in _rules(registry):
+        for key, spec in (("versions", rule.versions), ("cudnn", _conditions(rule).cudnn)):
+            if spec and not satisfiable(spec):
+                sub = (key,) if key == "versions" or not isinstance(rule, KnownIssue) else ("when", key)
+                yield loc.problem(f"{spec!r} matches no version", sub=sub)
+
+
+def _empty_range(r: IntRange) -> str | None:
+    if r.min is not None and r.max is not None:
+        if r.min > r.max:
+            return f"min {r.min} > max {r.max}"
+        if r.multiple_of and not any(v % r.multiple_of == 0 for v in range(r.min, min(r.max, r.min + r.multiple_of) + 1)):
+            return f"no multiple of {r.multiple_of} lies in {r.min}..{r.max}"
+    return None
+
+
+RANGE_FIELDS = ("head_dim_qk", "head_dim_v", "seqlen_q", "seqlen_kv", "num_heads_q", "num_heads_kv", "page_size")
+LIST_FIELDS = ("arch", "dtype", "head_dims", "mask", "layout", "bias")
+
+
+@registry_check("empty-range")
+def empty_ranges(registry):
+    vocab = registry.vocabulary
+    for backend, section, rule, loc in _rules(registry):
+        cond, at = _conditions(rule), _where(rule)
+        for key in RANGE_FIELDS:
+            r = getattr(cond, key)
+            why = _empty_range(r) if r is not None else None
+            if why:
+                yield loc.problem(f"empty range: {why}", sub=at + (key,))
+        for key in LIST_FIELDS:
+            if getattr(cond, key) == []:
+                yield loc.problem("empty list: the rule can never match", sub=at + (key,))
+        if cond.arch is not None and not isinstance(cond.arch, list) and not vocab.expand_archs(cond.arch)[0]:
+            yield loc.problem("the arch range covers no known arch", sub=at + ("arch",))
+        if isinstance(rule, Rule) and not rule.passes:
+            yield loc.problem("empty list: the rule covers no pass", sub=("passes",))
+
+
+def _contains_range(outer: IntRange, inner: IntRange | None, values: list[int] | None) -> bool:
+    if values is not None:
+        return all((outer.min is None or v >= outer.min) and (outer.max is None or v <= outer.max)
+                   and (outer.multiple_of is None or v % outer.multiple_of == 0) for v in values)
+    if inner is None:
+        return False
+    return ((outer.min is None or (inner.min is not None and inner.min >= outer.min))
+            and (outer.max is None or (inner.max is not None and inner.max <= outer.max))
+            and (outer.multiple_of is None or (inner.multiple_of or 0) % outer.multiple_of == 0
+                 and inner.multiple_of is not None))
+
+
+def covers(b: Rule, a: Rule, vocab) -> bool:
+    """True when every query rule `a` accepts is accepted by rule `b` too (conservative)."""
+    for key in Conditions.model_fields:
+        want = getattr(b, key)
+        have = getattr(a, key)
+        if want is None:
+            continue
+        if key == "arch":
+            ok = have is not None and vocab.expand_archs(have)[0] <= vocab.expand_archs(want)[0]
+        elif key in ("head_dim_qk", "head_dim_v"):
+            pairs = [p[0 if key == "head_dim_qk" else 1] for p in a.head_dims] if a.head_dims else None
+            ok = _contains_range(want, have, pairs)
+        elif key in RANGE_FIELDS:
+            ok = _contains_range(want, have, None)
+        elif key == "head_dims":
+            ok = have is not None and {tuple(p) for p in have} <= {tuple(p) for p in want}
+        elif key in LIST_FIELDS:
+            ok = have is not None and set(have) <= set(want)
+        elif key == "alignment_bytes":
+            ok = have is not None and have % want == 0
+        else:
+            ok = have == want
+        if not ok:
+            return False
+    return set(a.passes) <= set(b.passes)
+
+
+@registry_check("shadowed-rule")
+def shadowed_rules(registry):
+    vocab = registry.vocabulary
+    for name, backend in registry.backends.items():
+        for i, a in enumerate(backend.support):
+            other = next((b for j, b in enumerate(backend.support) if j != i and covers(b, a, vocab)
+                          and not (covers(a, b, vocab) and j > i)), None)
+            if other is not None:
+                yield registry.origin(name, "support", a.id).problem(
+                    f"rule {a.id!r} is entirely covered by rule {other.id!r}: it can never decide anything",
+                    sub=("id",), severity="warning")
+
+
+def _overlap_range(x: IntRange, y: IntRange) -> bool:
+    lo = max(v for v in (x.min, y.min, 0) if v is not None)
+    hi = min(v for v in (x.max, y.max, 10**9) if v is not None)
+    return lo <= hi
+
+
+def _in_range(r: IntRange | None, v: int) -> bool:
+    return r is None or ((r.min is None or v >= r.min) and (r.max is None or v <= r.max)
+                         and (r.multiple_of is None or v % r.multiple_of == 0))
+
+
+def intersects(rule: Rule, issue: KnownIssue, vocab) -> bool:
+    """Could some query match both the support rule and the known issue? (conservative: yes if unsure)"""
+    when = issue.when
+    for key in Conditions.model_fields:
+        x, y = getattr(rule, key), getattr(when, key)
+        if x is None or y is None:
+            continue
+        if key == "arch":
+            ok = bool(vocab.expand_archs(x)[0] & vocab.expand_archs(y)[0])
+        elif key in RANGE_FIELDS:
+            ok = _overlap_range(x, y)
+        elif key == "head_dims":
+            ok = bool({tuple(p) for p in x} & {tuple(p) for p in y})
+        elif key in LIST_FIELDS:
+            ok = bool(set(x) & set(y))
+        elif key in ("versions", "cudnn", "alignment_bytes"):
+            ok = True
+        else:
+            ok = x == y
+        if not ok:
+            return False
+    for pairs, other in ((rule.head_dims, when), (when.head_dims, rule)):
+        if pairs and not any(_in_range(other.head_dim_qk, a) and _in_range(other.head_dim_v, b) for a, b in pairs):
+            return False
+    if when.training and "backward" not in rule.passes:
+        return False
+    return satisfiable(rule.versions, issue.versions)
+
+
+@registry_check("dead-known-issue")
+def dead_known_issues(registry):
+    vocab = registry.vocabulary
+    for name, backend in registry.backends.items():
+        for issue in backend.known_issues:
+            if not any(intersects(rule, issue, vocab) for rule in backend.support):
+                yield registry.origin(name, "known_issues", issue.id).problem(
+                    f"known issue {issue.id!r} can never match a supported query (no support rule overlaps it)",
+                    sub=("id",), severity="warning")
+
+
+@registry_check("install-template")
+def install_template(registry):
+    for name, backend in registry.backends.items():
+        if backend.install and "{specifier}" not in backend.install:
+            yield registry.origin(name, "install").problem(
+                "the install command has no {specifier}: hints could not name the version that is needed",
+                severity="warning")
+
+
+@registry_check("unknown-probe")
+def unknown_probe(registry):
+    from . import probes
+    for name, backend in registry.backends.items():
+        if backend.probe and backend.probe.name not in probes.names():
+            yield registry.origin(name, "probe").problem(
+                f"no probe named {backend.probe.name!r} is installed; known: {', '.join(probes.names())}",
+                sub=("name",), severity="warning")

@@ -1,0 +1,227 @@
+"""Load capability directories into a Registry, with every problem located in its file.
+
+Directories are read in order: the packaged data, then `ATTNCAP_PATH` (os.pathsep-separated),
+then any given by the caller. A later directory overlays earlier ones: it can add an arch,
+a dtype or a backend, add rules to a backend, replace a rule by id, or remove one with
+`remove: true`. Loading is all-or-nothing: any error raises LoadError with all problems of
+all files, and no registry is returned.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from . import lint
+from .models import VOCABULARY_FILES, BackendFile, Model, PolicyFile
+from .registry import Location, Registry, Vocabulary
+from .yamlsource import Document, Problem, YamlError, read_document
+
+ENV_PATH = "ATTNCAP_PATH"
+
+
+class LoadError(Exception):
+    """The capability data has errors; `problems` lists each with its file:line."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def packaged_dir() -> Path:
+    """The data shipped in the wheel, or the checkout's top-level directory when run from source."""
+    here = Path(__file__).resolve().parent
+    installed = here / "_data" / "capabilities"
+    return installed if installed.is_dir() else here.parent / "capabilities"
+
+
+def data_dirs(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = True) -> list[Path]:
+    dirs = [packaged_dir()]
+    if use_env:
+        dirs += [Path(p) for p in os.environ.get(ENV_PATH, "").split(os.pathsep) if p]
+    return dirs + [Path(p) for p in extra]
+
+
+def load_registry(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = True) -> Registry:
+    """Load and check the data; raise LoadError when any error is found (warnings are kept)."""
+    registry, problems = check_paths(data_dirs(extra, use_env=use_env))
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or registry is None:
+        raise LoadError(errors)
+    registry.warnings = [p for p in problems if p.severity != "error"]
+    return registry
+
+
+def check_paths(paths: list[Path]) -> tuple[Registry | None, list[Problem]]:
+    """Parse, validate, merge and lint; return the registry (None on errors) and all problems."""
+    parsed: list[tuple[Document, Model]] = []
+    problems: list[Problem] = []
+    for path in _yaml_files(paths, problems):
+        doc, model = _parse(path, problems)
+        if model is not None:
+            parsed.append((doc, model))
+            problems += lint.check_document(doc, model)
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    merged = _Merger()
+    for doc, model in parsed:
+        merged.add(doc, model, problems)
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    registry = merged.registry(problems)
+    if registry is not None:
+        problems += lint.check_registry(registry)
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    return registry, problems
+
+
+def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            # Vocabularies first, so a backend overlay in the same directory can use a new arch.
+            found = sorted(path.glob("*.yaml"), key=lambda p: (p.name not in VOCABULARY_FILES, p.name))
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append(Problem(str(path), 1, 1, "", "no such file or directory"))
+    return files
+
+
+def _parse(path: Path, problems: list[Problem]) -> tuple[Document | None, Model | None]:
+    try:
+        doc = read_document(path)
+    except YamlError as exc:
+        problems.append(exc.problem)
+        return None, None
+    model_type = VOCABULARY_FILES.get(path.name, BackendFile)
+    if not isinstance(doc.value, dict):
+        problems.append(doc.problem((), f"expected a mapping at the top level, found {type(doc.value).__name__}"))
+        return doc, None
+    try:
+        return doc, model_type.model_validate(doc.value)
+    except ValidationError as exc:
+        problems += [_located(doc, err) for err in exc.errors(include_url=False)]
+        return doc, None
+
+
+def _located(doc: Document, err: dict) -> Problem:
+    """Turn a pydantic error into a Problem at the YAML position of its location."""
+    path = _data_path(doc, err["loc"])
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = f"unknown key {path[-1]!r}" if path else "unknown key"
+    elif err["type"] == "literal_error":
+        message = f"{err['input']!r} is not allowed; expected {err['ctx']['expected']}"
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    elif "input" in err and not isinstance(err["input"], (dict, list)):
+        message = f"{message} (got {err['input']!r})"
+    return doc.problem(path, message)
+
+
+def _data_path(doc: Document, loc: tuple) -> tuple:
+    """Keep the parts of a pydantic location that index into the document.
+
+    Pydantic inserts labels such as 'list[str]' or 'ArchFamily' for union branches; walking
+    the data drops them, and a missing key's path ends at its parent.
+    """
+    path: tuple = ()
+    value = doc.value
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+        elif isinstance(value, dict) and part not in doc.positions and not str(part)[:1].isupper() \
+                and "[" not in str(part):
+            return path + (part,)  # an absent key: name it, positioned at its parent
+        else:
+            continue
+        path += (part,)
+    return path
+
+
+@dataclass
+class _Merger:
+    """Accumulates vocabularies, policy and backends across directories, later ones winning."""
+
+    archs: dict = field(default_factory=dict)
+    dtypes: dict = field(default_factory=dict)
+    policy: PolicyFile = field(default_factory=PolicyFile)
+    backends: dict[str, BackendFile] = field(default_factory=dict)
+    origins: dict[tuple, Location] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def add(self, doc: Document, model: Model, problems: list[Problem]) -> None:
+        self.files.append(doc.file)
+        kind = type(model).__name__
+        if kind == "ArchsFile":
+            for i, arch in enumerate(model.archs):
+                self.archs[arch.name] = arch
+                self.origins[("arch", arch.name)] = Location.of(doc, ("archs", i))
+        elif kind == "DtypesFile":
+            for i, dtype in enumerate(model.dtypes):
+                self.dtypes[dtype.name] = dtype
+                self.origins[("dtype", dtype.name)] = Location.of(doc, ("dtypes", i))
+        elif kind == "PolicyFile":
+            self._add_policy(doc, model)
+        else:
+            self._add_backend(doc, model, problems)
+
+    def _add_policy(self, doc: Document, policy: PolicyFile) -> None:
+        update = {"families": {**self.policy.families, **policy.families}}
+        if policy.default:
+            update |= {"default": policy.default, "default_why": policy.default_why}
+            self.origins[("policy", "default")] = Location.of(doc, ("default",))
+        for family in policy.families:
+            self.origins[("policy", family)] = Location.of(doc, ("families", family))
+        self.policy = self.policy.model_copy(update=update)
+
+    def _add_backend(self, doc: Document, new: BackendFile, problems: list[Problem]) -> None:
+        old = self.backends.get(new.backend)
+        b = new.backend
+        given = {k: getattr(new, k) for k in ("package", "install", "description", "probe") if k in new.model_fields_set}
+        for key in given:
+            self.origins[(b, key)] = Location.of(doc, (key,))
+        self.origins.setdefault((b, "backend"), Location.of(doc, ("backend",)))
+        base = old or BackendFile(backend=b)
+        support = self._merge_rules(doc, b, "support", ("support",), base.support, new.support, problems)
+        known = self._merge_rules(doc, b, "known_issues", ("known_issues",), base.known_issues, new.known_issues,
+                                  problems)
+        features = dict(base.features)
+        for name, rules in new.features.items():
+            features[name] = self._merge_rules(doc, b, f"features.{name}", ("features", name),
+                                               features.get(name, []), rules, problems)
+        self.backends[b] = base.model_copy(
+            update={**given, "support": support, "known_issues": known, "features": features})
+
+    def _merge_rules(self, doc, backend, section, path, old, new, problems):
+        rules = {r.id: r for r in old}
+        for i, rule in enumerate(new):
+            where = path + (i,)
+            if rule.remove:
+                if rules.pop(rule.id, None) is None:
+                    problems.append(doc.problem(where + ("id",), f"cannot remove {rule.id!r}: no such rule in "
+                                                                  f"{backend} {section}", check="overlay"))
+                continue
+            rules[rule.id] = rule
+            self.origins[(backend, section, rule.id)] = Location.of(doc, where)
+        return list(rules.values())
+
+    def registry(self, problems: list[Problem]) -> Registry | None:
+        vocabulary = Vocabulary.build(self.archs, self.dtypes)
+        for name, backend in self.backends.items():
+            for key in ("package", "install"):
+                if getattr(backend, key) is None:
+                    loc = self.origins[(name, "backend")]
+                    problems.append(loc.problem(f"backend {name!r} has no {key!r} (an overlay may omit it only "
+                                                "for a backend that exists already)", check="overlay"))
+        if any(p.severity == "error" for p in problems):
+            return None
+        return Registry(vocabulary, self.policy, self.backends, self.origins, self.files)

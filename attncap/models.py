@@ -1,0 +1,204 @@
+"""The capability file format: pydantic models for every YAML file in `capabilities/`.
+
+The models check each document on its own (types, shapes, PEP 440 syntax). Facts that need
+several files at once (does this arch exist? is this rule shadowed?) are checked by `lint`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+
+Int = Annotated[int, Field(strict=True)]
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+Name = Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+
+Pass = Literal["forward", "backward"]
+Mask = Literal["none", "causal", "causal_bottom_right", "padding", "arbitrary"]
+Layout = Literal["bshd", "sbhd", "thd"]
+Bias = Literal["none", "alibi", "post_scale"]
+ProbeMode = Literal["override", "restrict", "advisory"]
+Feature = Literal[
+    "causal", "causal_bottom_right", "padding_mask", "arbitrary_mask", "sliding_window",
+    "dropout", "softcap", "alibi", "post_scale_bias", "gqa", "varlen", "pad_between_seqs",
+    "paged_kv", "deterministic", "sinks",
+]
+FEATURES: tuple[str, ...] = Feature.__args__  # type: ignore[attr-defined]
+
+
+def _check_specifier(value: str) -> str:
+    try:
+        SpecifierSet(value)
+    except InvalidSpecifier:
+        raise ValueError(f"{value!r} is not a PEP 440 specifier set (e.g. '>=4.0.0b5,<4.0.0b9')") from None
+    return value
+
+
+def _check_compute_capability(value: object) -> str:
+    """Accept "9.0" or [9, 0]; refuse YAML floats, whose digits are not what was written."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(type(v) is int for v in value):
+        return f"{value[0]}.{value[1]}"
+    if isinstance(value, float):
+        raise ValueError(f"write the compute capability as a quoted string like \"{value}\" "
+                         "(YAML reads an unquoted 9.0 as a number)")
+    if isinstance(value, str) and re.fullmatch(r"\d+\.\d+", value):
+        return value
+    raise ValueError(f"{value!r} is not a compute capability: write \"9.0\" or [9, 0]")
+
+
+Specifier = Annotated[StrictStr, AfterValidator(_check_specifier)]
+ComputeCapability = Annotated[str, BeforeValidator(_check_compute_capability)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntRange(Model):
+    """An inclusive integer range; any subset of the keys."""
+
+    min: Int | None = None
+    max: Int | None = None
+    multiple_of: PositiveInt | None = None
+
+
+class ArchFamily(Model):
+    family: Name
+
+
+class ArchRange(Model):
+    """Compute-capability range, ends given as arch names or "9.0"; inclusive, either optional."""
+
+    min: StrictStr | None = None
+    max: StrictStr | None = None
+
+
+ArchSpec = Union[list[Name], ArchFamily, ArchRange]
+HeadDimPair = Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
+
+
+class Conditions(Model):
+    """What a rule requires of a query; a missing key means "any"."""
+
+    arch: ArchSpec | None = None
+    dtype: list[Name] | None = None
+    head_dim_qk: IntRange | None = None
+    head_dim_v: IntRange | None = None
+    head_dims: list[HeadDimPair] | None = None
+    same_head_dims: StrictBool | None = None
+    alignment_bytes: PositiveInt | None = None
+    versions: Specifier | None = None
+    cudnn: Specifier | None = None
+    training: StrictBool | None = None
+    cross_attention: StrictBool | None = None
+    seqlen_q: IntRange | None = None
+    seqlen_kv: IntRange | None = None
+    num_heads_q: IntRange | None = None
+    num_heads_kv: IntRange | None = None
+    page_size: IntRange | None = None
+    gqa: StrictBool | None = None
+    mask: list[Mask] | None = None
+    layout: list[Layout] | None = None
+    bias: list[Bias] | None = None
+    window: StrictBool | None = None
+    dropout: StrictBool | None = None
+    softcap: StrictBool | None = None
+    deterministic: StrictBool | None = None
+    paged_kv: StrictBool | None = None
+    sinks: StrictBool | None = None
+    pad_between_seqs: StrictBool | None = None
+
+
+class Rule(Conditions):
+    """A support rule or a feature rule: the query is accepted when all conditions hold."""
+
+    id: Name
+    passes: list[Pass] = ["forward", "backward"]
+    source: StrictStr | None = None
+    note: StrictStr | None = None
+    remove: StrictBool = False  # in an overlay: delete the packaged rule with this id
+
+
+class KnownIssue(Model):
+    """A deny rule: any query matching `when` at an affected version is rejected."""
+
+    id: Name
+    versions: Specifier | None = None
+    when: Conditions = Conditions()
+    reason: StrictStr | None = None
+    source: StrictStr | None = None
+    note: StrictStr | None = None
+    remove: StrictBool = False
+
+
+class ProbeDeclaration(Model):
+    name: Name
+    mode: ProbeMode
+    archs: list[Name] | None = None  # the probe's domain; outside it the probe has no opinion
+
+
+class BackendFile(Model):
+    """One backend. `package`, `install` may be omitted only in an overlay of a known backend."""
+
+    backend: Name
+    package: Name | None = None
+    install: StrictStr | None = None
+    description: StrictStr | None = None
+    probe: ProbeDeclaration | None = None
+    support: list[Rule] = []
+    features: dict[Feature, list[Rule]] = {}
+    known_issues: list[KnownIssue] = []
+
+
+class Arch(Model):
+    name: Name
+    compute_capability: ComputeCapability
+    family: Name
+    aliases: list[Annotated[StrictStr, Field(min_length=1)]] = []
+    renamed_from: list[Annotated[StrictStr, Field(min_length=1)]] = []
+    source: StrictStr | None = None
+    note: StrictStr | None = None
+
+
+class ArchsFile(Model):
+    archs: list[Arch]
+
+
+class Dtype(Model):
+    name: Name
+    bytes: PositiveInt
+    aliases: list[Annotated[StrictStr, Field(min_length=1)]] = []
+    note: StrictStr | None = None
+
+
+class DtypesFile(Model):
+    dtypes: list[Dtype]
+
+
+class FamilyPolicy(Model):
+    order: list[Name]
+    why: StrictStr
+    source: StrictStr | None = None
+
+
+class PolicyFile(Model):
+    default: list[Name] = []
+    default_why: StrictStr | None = None
+    families: dict[Name, FamilyPolicy] = {}
+
+
+# The special files of a capabilities directory; every other *.yaml is a backend file.
+VOCABULARY_FILES: dict[str, type[Model]] = {
+    "archs.yaml": ArchsFile,
+    "dtypes.yaml": DtypesFile,
+    "policy.yaml": PolicyFile,
+}
+SCHEMA_NAMES: dict[type[Model], str] = {
+    BackendFile: "backend",
+    ArchsFile: "archs",
+    DtypesFile: "dtypes",
+    PolicyFile: "policy",
+}

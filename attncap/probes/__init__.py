@@ -1,0 +1,123 @@
+"""Live probes: ask the installed kernel library itself.
+
+A probe answers supported / unsupported / no opinion (None) with a message. It speaks only
+for the installed version of its package and only inside its declared arch domain. Built-in
+probes live here; third parties register more through the `attncap.probes` entry-point group
+(the entry point names a Probe subclass or instance). A probe that fails in any way gives no
+opinion and says why; it never breaks resolution.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import threading
+from dataclasses import dataclass
+
+log = logging.getLogger("attncap")
+ENTRY_POINT_GROUP = "attncap.probes"
+
+
+@dataclass(frozen=True)
+class ProbeVerdict:
+    probe: str
+    supported: bool | None  # None = no opinion
+    message: str
+
+    def describe(self) -> str:
+        word = {True: "supported", False: "unsupported", None: "no opinion"}[self.supported]
+        return f"{word} ({self.message})" if self.message else word
+
+    def as_dict(self) -> dict:
+        return {"probe": self.probe, "supported": self.supported, "message": self.message}
+
+
+class Probe:
+    """Base class. Subclasses set `name`, `package`, `judges` and implement `check`."""
+
+    name: str = ""
+    package: str = ""  # distribution whose installed version the probe speaks for
+    judges: frozenset[str] = frozenset()  # rule fields the probe's verdict replaces
+
+    def check(self, query, ctx) -> ProbeVerdict:
+        """Judge `query` on `ctx` (arch, cc, elem_bytes, version); raise nothing you can avoid."""
+        raise NotImplementedError
+
+    def installed_version(self) -> str | None:
+        try:
+            return importlib.metadata.version(self.package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def verdict(self, supported: bool | None, message: str) -> ProbeVerdict:
+        return ProbeVerdict(self.name, supported, message)
+
+
+_probes: dict[str, Probe] = {}
+_lock = threading.Lock()
+
+
+def register(probe: Probe) -> None:
+    with _lock:
+        _probes[probe.name] = probe
+
+
+def get(name: str) -> Probe | None:
+    if name not in _probes:
+        _load_builtin_and_entry_points()
+    return _probes.get(name)
+
+
+def names() -> list[str]:
+    _load_builtin_and_entry_points()
+    return sorted(_probes)
+
+
+def judged_fields(name: str) -> frozenset[str]:
+    probe = get(name)
+    return probe.judges if probe else frozenset()
+
+
+def clear() -> None:
+    """Forget probe results and failures (tests, or after installing a library)."""
+    with _lock:
+        for probe in _probes.values():
+            reset = getattr(probe, "reset", None)
+            if reset:
+                reset()
+
+
+def _load_builtin_and_entry_points() -> None:
+    from .fa4 import FA4HeadDimProbe
+    from .sdpa import SDPAProbe
+    with _lock:
+        for probe in (FA4HeadDimProbe(), *(SDPAProbe(kernel) for kernel in SDPAProbe.KERNELS)):
+            _probes.setdefault(probe.name, probe)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in _probes:
+                continue
+            try:
+                obj = ep.load()
+                _probes[ep.name] = obj() if isinstance(obj, type) else obj
+            except Exception as exc:  # a broken plugin must not break resolution
+                log.warning("attncap: probe entry point %r failed to load: %s", ep.name, exc)
+
+
+def judge(backend, query, ctx, env) -> ProbeVerdict | None:
+    """The probe's verdict for a backend that declares one; None when it has nothing to say."""
+    decl = backend.probe
+    if decl is None:
+        return None
+    probe = get(decl.name)
+    if probe is None:
+        return ProbeVerdict(decl.name, None, f"no probe named {decl.name!r} is installed")
+    if decl.archs and ctx.arch not in decl.archs:
+        return None  # outside the domain the data declares for it: silence, not "yes"
+    installed = probe.installed_version()
+    if installed != ctx.version:
+        return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, "
+                                   f"not {ctx.version}")
+    try:
+        return probe.check(query, ctx)
+    except Exception as exc:
+        return probe.verdict(None, f"probe failed: {type(exc).__name__}: {exc}")

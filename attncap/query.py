@@ -1,0 +1,202 @@
+"""AttentionQuery: one attention configuration, validated and normalised once at construction.
+
+Queries are immutable and hashable (the hash is computed once), so resolution can be cached
+by query. Names go through the vocabularies: "sm_90a", "9.0", (9, 0), "bfloat16" and
+torch.bfloat16 are all accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MASKS = ("none", "causal", "causal_bottom_right", "padding", "arbitrary")
+LAYOUTS = ("bshd", "sbhd", "thd")
+BIASES = ("none", "alibi", "post_scale")
+
+
+class InvalidQueryError(ValueError):
+    """A query field has a value attncap cannot accept; names the field, value and what is allowed."""
+
+    def __init__(self, field: str, value: object, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field}={value!r} is invalid: expected {allowed}")
+
+
+FIELDS = ("arch", "dtype", "head_dim_qk", "head_dim_v", "num_heads_q", "num_heads_kv", "seqlen_q", "seqlen_kv",
+          "training", "mask", "window", "dropout", "softcap", "bias", "layout", "pad_between_seqs", "page_size",
+          "deterministic", "sinks")
+
+
+class AttentionQuery:
+    """What the caller wants to run. `arch=None` means "the environment's arch"."""
+
+    __slots__ = FIELDS + ("gqa", "cross_attention", "features", "_key", "_hash")
+
+    def __init__(self, *, head_dim_qk: int, dtype: Any = "bf16", head_dim_v: int | None = None, arch: Any = None,
+                 num_heads_q: int | None = None, num_heads_kv: int | None = None, seqlen_q: int | None = None,
+                 seqlen_kv: int | None = None, training: bool = False, mask: str = "none",
+                 window: tuple[int, int] | None = None, dropout: float = 0.0, softcap: float = 0.0,
+                 bias: str = "none", layout: str = "bshd", pad_between_seqs: bool = False,
+                 page_size: int | None = None, deterministic: bool = False, sinks: bool = False,
+                 vocabulary=None):
+        vocab = vocabulary or _default_vocabulary()
+        s = object.__setattr__
+        s(self, "arch", None if arch is None else _arch(vocab, arch))
+        s(self, "dtype", _dtype(vocab, dtype))
+        s(self, "head_dim_qk", _positive("head_dim_qk", head_dim_qk))
+        s(self, "head_dim_v", self.head_dim_qk if head_dim_v is None else _positive("head_dim_v", head_dim_v))
+        s(self, "num_heads_q", _optional_positive("num_heads_q", num_heads_q))
+        kv = self.num_heads_q if num_heads_kv is None else _positive("num_heads_kv", num_heads_kv)
+        if kv is not None and self.num_heads_q is not None and self.num_heads_q % kv:
+            raise InvalidQueryError("num_heads_kv", kv, f"a divisor of num_heads_q={self.num_heads_q}")
+        s(self, "num_heads_kv", kv)
+        s(self, "seqlen_q", _optional_positive("seqlen_q", seqlen_q))
+        s(self, "seqlen_kv", self.seqlen_q if seqlen_kv is None else _positive("seqlen_kv", seqlen_kv))
+        s(self, "training", _bool("training", training))
+        s(self, "mask", _choice("mask", mask, MASKS))
+        s(self, "window", _window(window))
+        s(self, "dropout", _fraction("dropout", dropout))
+        s(self, "softcap", _nonnegative("softcap", softcap))
+        s(self, "bias", _choice("bias", bias, BIASES))
+        s(self, "layout", _choice("layout", layout, LAYOUTS))
+        s(self, "pad_between_seqs", _bool("pad_between_seqs", pad_between_seqs))
+        s(self, "page_size", _optional_positive("page_size", page_size))
+        s(self, "deterministic", _bool("deterministic", deterministic))
+        s(self, "sinks", _bool("sinks", sinks))
+        s(self, "gqa", kv is not None and self.num_heads_q is not None and kv != self.num_heads_q)
+        known = self.seqlen_q is not None and self.seqlen_kv is not None
+        s(self, "cross_attention", known and self.seqlen_q != self.seqlen_kv)
+        s(self, "features", _features(self, same_lengths=known and not self.cross_attention))
+        s(self, "_key", tuple(getattr(self, f) for f in FIELDS))
+        s(self, "_hash", hash(self._key))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("AttentionQuery is immutable; use .replace(...)")
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (isinstance(other, AttentionQuery) and self._key == other._key)
+
+    def __repr__(self) -> str:
+        defaults = _DEFAULTS
+        parts = [f"{f}={getattr(self, f)!r}" for f in FIELDS if getattr(self, f) != defaults.get(f, object())]
+        return f"AttentionQuery({', '.join(parts)})"
+
+    def __reduce__(self):
+        return (_rebuild, (self.as_dict(),))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in FIELDS}
+
+    def replace(self, **changes) -> AttentionQuery:
+        return AttentionQuery(**{**self.as_dict(), **changes})
+
+
+def _rebuild(fields: dict) -> AttentionQuery:
+    return AttentionQuery(**fields)
+
+
+_DEFAULTS = {"arch": None, "dtype": "bf16", "num_heads_q": None, "num_heads_kv": None, "seqlen_q": None,
+             "seqlen_kv": None, "training": False, "mask": "none", "window": None, "dropout": 0.0, "softcap": 0.0,
+             "bias": "none", "layout": "bshd", "pad_between_seqs": False, "page_size": None,
+             "deterministic": False, "sinks": False}
+
+
+def _features(q: AttentionQuery, *, same_lengths: bool) -> tuple:
+    """The features the query uses; a tuple entry is a set of alternatives, any one suffices."""
+    used: list = []
+    if q.mask in ("causal", "causal_bottom_right"):
+        # With equal lengths both alignments give the same mask.
+        used.append(("causal", "causal_bottom_right") if same_lengths else (q.mask,))
+    elif q.mask == "padding":
+        used.append(("padding_mask",))
+    elif q.mask == "arbitrary":
+        used.append(("arbitrary_mask",))
+    flags = [
+        (q.window is not None, "sliding_window"), (q.dropout > 0, "dropout"), (q.softcap > 0, "softcap"),
+        (q.bias == "alibi", "alibi"), (q.bias == "post_scale", "post_scale_bias"), (q.gqa, "gqa"),
+        (q.layout == "thd", "varlen"), (q.pad_between_seqs, "pad_between_seqs"),
+        (q.page_size is not None, "paged_kv"), (q.deterministic and q.training, "deterministic"),
+        (q.sinks, "sinks"),
+    ]
+    return tuple(used + [(name,) for on, name in flags if on])
+
+
+def _default_vocabulary():
+    from .resolver import default_registry
+    return default_registry().vocabulary
+
+
+def _arch(vocab, value) -> str:
+    name = vocab.arch_name(value)
+    if name is None:
+        raise InvalidQueryError("arch", value, f"one of {', '.join(vocab.archs)} (or an alias such as sm_90a, "
+                                               "'9.0', (9, 0))")
+    return name
+
+
+def _dtype(vocab, value) -> str:
+    name = vocab.dtype_name(value)
+    if name is None:
+        raise InvalidQueryError("dtype", value, f"one of {', '.join(vocab.dtypes)} (or an alias such as "
+                                                "'bfloat16', torch.bfloat16)")
+    return name
+
+
+def _positive(field: str, value) -> int:
+    if type(value) is not int or value < 1:
+        if not (hasattr(value, "__index__") and not isinstance(value, bool) and int(value) >= 1):
+            raise InvalidQueryError(field, value, "a positive integer")
+        value = int(value)
+    return value
+
+
+def _optional_positive(field: str, value) -> int | None:
+    return None if value is None else _positive(field, value)
+
+
+def _bool(field: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidQueryError(field, value, "True or False")
+    return value
+
+
+def _choice(field: str, value, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InvalidQueryError(field, value, f"one of {', '.join(allowed)}")
+    return value
+
+
+def _number(field: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise InvalidQueryError(field, value, "a number")
+    return float(value)
+
+
+def _fraction(field: str, value) -> float:
+    value = _number(field, value)
+    if not 0.0 <= value < 1.0:
+        raise InvalidQueryError(field, value, "a probability in [0, 1)")
+    return value
+
+
+def _nonnegative(field: str, value) -> float:
+    value = _number(field, value)
+    if value < 0 or value == float("inf"):
+        raise InvalidQueryError(field, value, "a finite number >= 0")
+    return value
+
+
+def _window(value) -> tuple[int, int] | None:
+    """(left, right) in tokens, -1 meaning unbounded; (-1, -1) is no window."""
+    if value is None:
+        return None
+    try:
+        left, right = value
+    except (TypeError, ValueError):
+        raise InvalidQueryError("window", value, "(left, right) with -1 for unbounded, or None") from None
+    if not all(type(v) is int and v >= -1 for v in (left, right)):
+        raise InvalidQueryError("window", value, "(left, right) integers >= -1")
+    return None if (left, right) == (-1, -1) else (left, right)

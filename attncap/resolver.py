@@ -1,0 +1,279 @@
+"""resolve(): which backend runs a query here, and a Decision with reasons for every backend.
+
+Per backend, in this order (DESIGN.md, "Evaluation, per backend"):
+  disabled? -> installed? -> support rules -> probe (by its mode) -> features -> known issues.
+Precedence: known issues > probe > static support. Selection is the first supported backend
+in policy order. Decisions are computed as booleans; their reasons are built on first access.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from functools import cached_property
+
+from . import probes as probe_registry
+from .environment import Environment
+from .query import AttentionQuery, InvalidQueryError
+from .rules import CompiledBackend, Ctx, Reason
+
+log = logging.getLogger("attncap")
+
+ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_DEBUG = "ATTNCAP_BACKEND", "ATTNCAP_DISABLE", "ATTNCAP_PROBES", "ATTNCAP_DEBUG"
+CACHE_SIZE = 4096
+
+_registry = None
+_registry_lock = threading.Lock()
+_cache: dict = {}
+_cache_lock = threading.Lock()
+
+
+def default_registry():
+    """The packaged data plus ATTNCAP_PATH overlays, loaded once."""
+    global _registry
+    if _registry is None:
+        with _registry_lock:
+            if _registry is None:
+                from .loader import load_registry
+                _registry = load_registry()
+    return _registry
+
+
+def clear_cache() -> None:
+    """Forget cached resolutions, the loaded registry and probe results."""
+    global _registry
+    with _cache_lock:
+        _cache.clear()
+    _registry = None
+    probe_registry.clear()
+
+
+class BackendUnavailableError(RuntimeError):
+    """A forced backend cannot run the query; the message lists its reasons."""
+
+    def __init__(self, resolution: Resolution, backend: str):
+        self.resolution = resolution
+        decision = resolution.decision(backend)
+        lines = [f"{backend} was forced but cannot run {resolution.query!r}:"]
+        lines += [f"  - {r.message}" for r in decision.reasons]
+        super().__init__("\n".join(lines))
+
+
+class NoBackendError(RuntimeError):
+    def __init__(self, resolution: Resolution):
+        self.resolution = resolution
+        super().__init__(f"no attention backend can run {resolution.query!r}:\n{resolution.table()}")
+
+
+class Decision:
+    """One backend's verdict. `reasons` are computed on first access."""
+
+    __slots__ = ("backend", "supported", "decided_by", "rule", "static", "probe", "_explain", "__dict__")
+
+    def __init__(self, backend, supported, decided_by, rule=None, static=None, probe=None, explain=None):
+        self.backend, self.supported, self.decided_by = backend, supported, decided_by
+        self.rule, self.static, self.probe, self._explain = rule, static, probe, explain
+
+    @cached_property
+    def reasons(self) -> tuple[Reason, ...]:
+        return tuple(self._explain()) if self._explain else ()
+
+    @property
+    def install_hint(self) -> str | None:
+        return next((r.expected for r in self.reasons if r.code == "install"), None)
+
+    def as_dict(self) -> dict:
+        return {"backend": self.backend, "supported": self.supported, "decided_by": self.decided_by,
+                "rule": self.rule, "static": self.static,
+                "probe": None if self.probe is None else self.probe.as_dict(),
+                "reasons": [r.as_dict() for r in self.reasons]}
+
+    def __repr__(self) -> str:
+        return f"Decision({self.backend!r}, supported={self.supported}, decided_by={self.decided_by!r})"
+
+
+class Resolution:
+    __slots__ = ("query", "env", "arch", "decisions", "selected", "forced")
+
+    def __init__(self, query, env, arch, decisions, forced):
+        self.query, self.env, self.arch, self.decisions, self.forced = query, env, arch, decisions, forced
+        self.selected = next((d.backend for d in decisions if d.supported), None)
+
+    def decision(self, backend: str) -> Decision:
+        for d in self.decisions:
+            if d.backend == backend:
+                return d
+        raise KeyError(f"unknown backend {backend!r}; known: {', '.join(d.backend for d in self.decisions)}")
+
+    def require(self) -> str:
+        """The selected backend, or NoBackendError listing every backend's reasons."""
+        if self.selected is None:
+            raise NoBackendError(self)
+        return self.selected
+
+    def table(self) -> str:
+        from .report import decision_table
+        return decision_table(self)
+
+    def as_dict(self) -> dict:
+        return {"query": {k: v for k, v in self.query.as_dict().items()}, "arch": self.arch,
+                "environment": dict(self.env.versions), "selected": self.selected,
+                "decisions": [d.as_dict() for d in self.decisions]}
+
+
+def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=None, disable=None, force=None,
+            probes: bool = True, registry=None) -> Resolution:
+    """Decide every backend for `query`; never raises for a valid query unless a forced backend can't run."""
+    env = env if env is not None else Environment.detect()
+    environ = os.environ
+    force = force or environ.get(ENV_FORCE) or None
+    if disable is None:
+        disable = environ.get(ENV_DISABLE, "")
+    disable = frozenset(_split(disable))
+    probes = probes and environ.get(ENV_PROBES, "1") != "0"
+    prefer = tuple(_split(prefer or ()))
+    registry = registry or default_registry()
+    key = (query, env, prefer, disable, force, probes, id(registry))
+    resolution = _cache.get(key)
+    if resolution is None:
+        resolution = _resolve(query, env, prefer, disable, force, probes, registry)
+        with _cache_lock:
+            if len(_cache) >= CACHE_SIZE:
+                _cache.pop(next(iter(_cache)))
+            _cache[key] = resolution
+        if environ.get(ENV_DEBUG) == "1":
+            log.debug("resolved %r -> %s\n%s", query, resolution.selected, resolution.table())
+    if force and not resolution.decision(force).supported:
+        raise BackendUnavailableError(resolution, force)
+    return resolution
+
+
+def _split(value) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [i.strip() for i in items if i and i.strip()]
+
+
+def _resolve(query, env, prefer, disable, force, probes, registry) -> Resolution:
+    arch = query.arch or env.arch
+    if arch is None:
+        raise InvalidQueryError("arch", None, "an arch (no GPU was detected; pass arch=..., e.g. 'sm90')")
+    compiled = registry.compiled
+    for name in (*prefer, *disable, *([force] if force else [])):
+        if name not in compiled:
+            raise InvalidQueryError("backend", name, f"one of {', '.join(sorted(compiled))}")
+    order = [force] if force else []
+    order += [b for b in (*prefer, *registry.preference(arch)) if b not in order]
+    elem_bytes = registry.vocabulary.dtypes[query.dtype].bytes
+    cc = registry.vocabulary.cc(arch)
+    decisions = []
+    for name in order:
+        if force and name != force:
+            decisions.append(Decision(name, False, "disabled", explain=lambda f=force: [
+                Reason("disabled", f"not considered: {f} is forced")]))
+        elif name in disable:
+            decisions.append(Decision(name, False, "disabled", explain=lambda: [
+                Reason("disabled", "disabled by the caller (disable= or ATTNCAP_DISABLE)")]))
+        else:
+            b = compiled[name]
+            ctx = Ctx(arch, elem_bytes, env.version(b.package), env.cudnn, b.package, cc)
+            decisions.append(evaluate(b, query, ctx, env, probes))
+    return Resolution(query, env, arch, tuple(decisions), force)
+
+
+def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, probes: bool) -> Decision:
+    """One backend's decision: booleans now, reasons when asked."""
+    installed = c.version is not None
+    skip = frozenset() if installed else frozenset({"versions"})
+    rule = next((r for r in b.support if r.matches(q, c, skip)), None)
+    static = rule is not None
+    verdict = probe_registry.judge(b, q, c, env) if probes and installed else None
+    core, decided_by = _apply_probe(b, q, c, static, verdict)
+    if core and verdict is not None and verdict.supported and rule is None:
+        rule = "probe"
+    missing = [alts for alts in q.features if not _feature_ok(b, alts, q, c, skip)]
+    issue = next((k for k in b.known_issues if k.matches(q, c)), None) if installed else None
+    supported = installed and core and not missing and issue is None
+    if issue is not None:
+        decided_by = "known_issue"
+    elif not installed:
+        decided_by = "not_installed"
+    rule_id = rule.id if hasattr(rule, "id") else rule
+
+    def explain():
+        return _explain(b, q, c, static, verdict, core, missing, installed)
+    return Decision(b.id, supported, decided_by, rule_id, static, verdict, explain)
+
+
+def _apply_probe(b, q, c, static, verdict) -> tuple[bool, str]:
+    """The support verdict after the probe, and who decided it."""
+    if verdict is None or verdict.supported is None or b.probe.mode == "advisory":
+        return static, "static"
+    if verdict.supported is False:
+        return False, "probe" if static else "static"
+    if b.probe.mode == "restrict":
+        return static, "static"
+    # override, probe says yes: the rules must still hold on everything the probe does not judge.
+    judged = probe_registry.judged_fields(b.probe.name)
+    core = any(r.matches(q, c, judged) for r in b.support)
+    return core, "probe" if core and not static else "static"
+
+
+def _feature_ok(b, alternatives, q, c, skip) -> bool:
+    return any(r.matches(q, c, skip) for name in alternatives for r in b.features.get(name, ()))
+
+
+def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]:
+    reasons: list[Reason] = []
+    if not installed:
+        reasons.append(Reason("not_installed", f"{b.package} is not installed", field="versions"))
+        reasons += _install_hint(b, q, c)
+    elif not static:
+        reasons += _support_failures(b, q, c)
+    if verdict is not None:
+        reasons.append(Reason("probe", f"probe {verdict.probe}: {verdict.describe()}", field="probe",
+                              expected=None, actual=verdict.supported))
+    for alternatives in missing:
+        reasons += _feature_failures(b, alternatives, q, c, installed)
+    for k in b.known_issues if installed else ():
+        if k.matches(q, c):
+            reasons.append(Reason("known_issue", f"known issue {k.id}: {k.reason}", k.id, k.source,
+                                  expected=k.versions, actual=c.version))
+    return reasons
+
+
+def _support_failures(b, q, c) -> list[Reason]:
+    """Every failing constraint of the nearest support rule (fewest failures)."""
+    if not b.support:
+        return [Reason("unsupported", f"{b.id} declares no support rules")]
+    scored = [(r.failures(q, c), i, r) for i, r in enumerate(b.support)]
+    failures, _, nearest = min(scored, key=lambda t: (len(t[0]), t[1]))
+    if all(f.code == "versions" for f in failures):
+        hint = _install_hint(b, q, c)
+        return failures + hint
+    return failures
+
+
+def _install_hint(b, q, c) -> list[Reason]:
+    """The install command for a version that supports the query, from the matching rule's specifier."""
+    candidates = [r for r in b.support if r.matches(q, c, frozenset({"versions"}))]
+    if not candidates:
+        return [Reason("unsupported", f"no version of {b.package} supports this query on {c.arch}")]
+    # Prefer a rule that is still open-ended (the current releases), else the last one written.
+    open_ended = [r for r in candidates if r.versions and "<" not in r.versions and "==" not in r.versions]
+    best = (open_ended or candidates)[-1 if not open_ended else 0]
+    spec = best.versions or ""
+    command = b.install.replace("{specifier}", spec)
+    return [Reason("install", f"{b.package}{spec} supports this (rule {best.id}): {command}", best.id,
+                   best.source, "versions", command, c.version)]
+
+
+def _feature_failures(b, alternatives, q, c, installed) -> list[Reason]:
+    rules = [r for name in alternatives for r in b.features.get(name, ())]
+    label = " or ".join(alternatives)
+    if not rules:
+        return [Reason("feature", f"{b.id} does not support {label}", field=label)]
+    skip = frozenset() if installed else frozenset({"versions"})
+    failures = min((r.failures(q, c, skip) for r in rules), key=len)
+    return [Reason("feature", f"{label}: {f.message}", f.rule, f.source, f.field, f.expected, f.actual)
+            for f in failures]

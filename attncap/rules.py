@@ -1,0 +1,250 @@
+"""Compile rules into checks once, at load: each check is a fast boolean test plus an
+explanation that is only built when a caller asks why.
+
+A Ctx carries what a check needs beyond the query: the arch, the dtype's element size and
+the versions in force. A value the query leaves unknown (seqlens, head counts) satisfies a
+support or feature rule (we cannot tell, so we do not reject) but never triggers a known issue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, NamedTuple
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from .models import BackendFile, Conditions, IntRange, KnownIssue, Rule
+from .query import AttentionQuery
+
+
+class Ctx(NamedTuple):
+    arch: str
+    elem_bytes: int
+    version: str | None  # the backend package's version; None = not installed
+    cudnn: str | None
+    package: str
+    cc: tuple[int, int]  # the arch's compute capability
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a backend was rejected (or how it was decided), in structured form."""
+
+    code: str
+    message: str
+    rule: str | None = None
+    source: str | None = None
+    field: str | None = None
+    expected: object = None
+    actual: object = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Check:
+    field: str
+    test: Callable[[AttentionQuery, Ctx], bool]
+    explain: Callable[[AttentionQuery, Ctx], tuple[object, object, str]]  # (expected, actual, message)
+
+
+@lru_cache(maxsize=4096)
+def version_matches(specifier: str, version: str) -> bool:
+    """PEP 440 match where pre-releases always count and local labels are ignored."""
+    try:
+        public = Version(version).public
+    except InvalidVersion:
+        return False
+    return SpecifierSet(specifier, prereleases=True).contains(public, prereleases=True)
+
+
+def _range_check(field: str, r: IntRange, optimistic: bool) -> Check:
+    lo, hi, step = r.min, r.max, r.multiple_of
+
+    def test(q, c):
+        v = getattr(q, field)
+        if v is None:
+            return optimistic
+        return (lo is None or v >= lo) and (hi is None or v <= hi) and (step is None or v % step == 0)
+
+    def explain(q, c):
+        v = getattr(q, field)
+        if v is None:
+            return _describe_range(r), None, f"{field} is unknown"
+        why = f"> max {hi}" if hi is not None and v > hi else f"< min {lo}" if lo is not None and v < lo \
+            else f"not a multiple of {step}"
+        return _describe_range(r), v, f"{field}={v} {why}"
+    return Check(field, test, explain)
+
+
+def _describe_range(r: IntRange) -> str:
+    text = f"{'' if r.min is None else r.min}..{'' if r.max is None else r.max}"
+    return text + (f" step {r.multiple_of}" if r.multiple_of else "")
+
+
+def _set_check(field: str, allowed: frozenset, what: str, get: Callable) -> Check:
+    shown = ", ".join(sorted(map(str, allowed)))
+    return Check(field, lambda q, c: get(q, c) in allowed,
+                 lambda q, c: (sorted(allowed), get(q, c), f"{what} {get(q, c)} is not one of {shown}"))
+
+
+def _flag_check(field: str, wanted: bool, describe: str, get: Callable, optimistic: bool = True) -> Check:
+    def test(q, c):
+        value = get(q)
+        return optimistic if value is None else value == wanted
+    return Check(field, test, lambda q, c: (wanted, get(q), f"{'needs' if wanted else 'not with'} {describe}"))
+
+
+_FLAGS: dict[str, tuple[str, Callable]] = {
+    "training": ("training (backward)", lambda q: q.training),
+    "cross_attention": ("seqlen_q != seqlen_kv", lambda q: q.cross_attention if q.seqlen_q is not None else None),
+    "gqa": ("grouped-query attention (num_heads_q != num_heads_kv)", lambda q: q.gqa),
+    "window": ("a sliding window", lambda q: q.window is not None),
+    "dropout": ("dropout", lambda q: q.dropout > 0),
+    "softcap": ("softcap", lambda q: q.softcap > 0),
+    "deterministic": ("deterministic", lambda q: q.deterministic),
+    "paged_kv": ("a paged KV cache", lambda q: q.page_size is not None),
+    "sinks": ("attention sinks", lambda q: q.sinks),
+    "pad_between_seqs": ("padding between sequences", lambda q: q.pad_between_seqs),
+}
+
+
+def _version_check(field: str, spec: str, get: Callable[[Ctx], str | None], label: Callable[[Ctx], str]) -> Check:
+    def test(q, c):
+        v = get(c)
+        return v is not None and version_matches(spec, v)
+
+    def explain(q, c):
+        v = get(c)
+        if v is None:
+            return spec, None, f"{label(c)} is not installed (needs {spec})"
+        return spec, v, f"{label(c)} {v} does not satisfy {spec}"
+    return Check(field, test, explain)
+
+
+def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None) -> tuple[Check, ...]:
+    """The checks of one rule, cheapest and most selective first."""
+    checks: list[Check] = []
+    if cond.arch is not None:
+        archs, _ = vocab.expand_archs(cond.arch)
+        checks.append(_set_check("arch", archs, "arch", lambda q, c: c.arch))
+    if cond.dtype is not None:
+        checks.append(_set_check("dtype", frozenset(cond.dtype), "dtype", lambda q, c: q.dtype))
+    if passes is not None and "backward" not in passes:
+        checks.append(Check("passes", lambda q, c: not q.training,
+                            lambda q, c: (passes, "backward", "training needs the backward pass; "
+                                                              f"the rule covers {'/'.join(passes)} only")))
+    if passes is not None and "forward" not in passes:
+        checks.append(Check("passes", lambda q, c: q.training,
+                            lambda q, c: (passes, "forward", "the rule covers the backward pass only")))
+    for field in ("head_dim_qk", "head_dim_v"):
+        if getattr(cond, field) is not None:
+            checks.append(_range_check(field, getattr(cond, field), optimistic=True))
+    if cond.head_dims is not None:
+        pairs = frozenset(tuple(p) for p in cond.head_dims)
+        shown = ", ".join(f"({a}, {b})" for a, b in sorted(pairs))
+        checks.append(Check("head_dims", lambda q, c: (q.head_dim_qk, q.head_dim_v) in pairs,
+                            lambda q, c: (sorted(pairs), (q.head_dim_qk, q.head_dim_v),
+                                          f"(head_dim_qk, head_dim_v)=({q.head_dim_qk}, {q.head_dim_v}) "
+                                          f"is not one of {shown}")))
+    if cond.same_head_dims is not None:
+        same = cond.same_head_dims
+        checks.append(Check("same_head_dims", lambda q, c: (q.head_dim_qk == q.head_dim_v) == same,
+                            lambda q, c: (same, q.head_dim_qk == q.head_dim_v,
+                                          f"head_dim_qk={q.head_dim_qk} and head_dim_v={q.head_dim_v} must "
+                                          f"{'be equal' if same else 'differ'}")))
+    if cond.alignment_bytes is not None:
+        checks.append(_alignment_check(cond.alignment_bytes))
+    for field in ("seqlen_q", "seqlen_kv", "num_heads_q", "num_heads_kv", "page_size"):
+        if getattr(cond, field) is not None:
+            checks.append(_range_check(field, getattr(cond, field), optimistic))
+    for field in ("mask", "layout", "bias"):
+        if getattr(cond, field) is not None:
+            checks.append(_set_check(field, frozenset(getattr(cond, field)), field,
+                                     lambda q, c, f=field: getattr(q, f)))
+    for field, (describe, get) in _FLAGS.items():
+        if getattr(cond, field) is not None:
+            checks.append(_flag_check(field, getattr(cond, field), describe, get, optimistic))
+    if cond.versions is not None:
+        checks.append(_version_check("versions", cond.versions, lambda c: c.version, lambda c: c.package))
+    if cond.cudnn is not None:
+        checks.append(_version_check("cudnn", cond.cudnn, lambda c: c.cudnn, lambda c: "cuDNN"))
+    return tuple(checks)
+
+
+def _alignment_check(n: int) -> Check:
+    def test(q, c):
+        return (q.head_dim_qk * c.elem_bytes) % n == 0 and (q.head_dim_v * c.elem_bytes) % n == 0
+
+    def explain(q, c):
+        bad = next(f for f in ("head_dim_qk", "head_dim_v") if (getattr(q, f) * c.elem_bytes) % n)
+        v = getattr(q, bad)
+        return n, v * c.elem_bytes, (f"{bad}={v} x {c.elem_bytes} bytes = {v * c.elem_bytes} bytes is not a "
+                                     f"multiple of {n} (needs a multiple of {n // c.elem_bytes or 1} "
+                                     f"elements for {q.dtype})")
+    return Check("alignment_bytes", test, explain)
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    id: str
+    checks: tuple[Check, ...]
+    source: str | None
+    versions: str | None
+    kind: str  # support | feature | known_issue
+    reason: str | None = None
+
+    def matches(self, q: AttentionQuery, c: Ctx, skip: frozenset = frozenset()) -> bool:
+        if skip:
+            return all(ch.test(q, c) for ch in self.checks if ch.field not in skip)
+        for ch in self.checks:
+            if not ch.test(q, c):
+                return False
+        return True
+
+    def failures(self, q: AttentionQuery, c: Ctx, skip: frozenset = frozenset()) -> list[Reason]:
+        out = []
+        for ch in self.checks:
+            if ch.field not in skip and not ch.test(q, c):
+                expected, actual, message = ch.explain(q, c)
+                out.append(Reason(ch.field, f"{message} in rule {self.id}", self.id, self.source, ch.field,
+                                  expected, actual))
+        return out
+
+
+@dataclass(frozen=True)
+class CompiledBackend:
+    id: str
+    package: str
+    install: str
+    probe: object  # ProbeDeclaration | None
+    support: tuple[CompiledRule, ...]
+    features: dict[str, tuple[CompiledRule, ...]]
+    known_issues: tuple[CompiledRule, ...]
+
+
+def _rule(rule: Rule, vocab, kind: str) -> CompiledRule:
+    checks = compile_conditions(rule, vocab, optimistic=True, passes=rule.passes)
+    return CompiledRule(rule.id, checks, rule.source, rule.versions, kind)
+
+
+def _known_issue(issue: KnownIssue, vocab) -> CompiledRule:
+    when = issue.when.model_copy(update={"versions": issue.versions}) if issue.versions else issue.when
+    checks = compile_conditions(when, vocab, optimistic=False)
+    return CompiledRule(issue.id, checks, issue.source, issue.versions, "known_issue", issue.reason)
+
+
+def compile_backend(b: BackendFile, vocab) -> CompiledBackend:
+    return CompiledBackend(
+        id=b.backend, package=b.package, install=b.install, probe=b.probe,
+        support=tuple(_rule(r, vocab, "support") for r in b.support),
+        features={name: tuple(_rule(r, vocab, "feature") for r in rules) for name, rules in b.features.items()},
+        known_issues=tuple(_known_issue(k, vocab) for k in b.known_issues),
+    )
+
+
+def compile_registry(registry) -> dict[str, CompiledBackend]:
+    return {name: compile_backend(b, registry.vocabulary) for name, b in registry.backends.items()}

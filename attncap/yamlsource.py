@@ -1,0 +1,188 @@
+"""Safe YAML reading that remembers where every value came from.
+
+We compose the node graph with a SafeLoader-based resolver and build plain Python values
+ourselves, so that (a) no tag can construct an object, (b) each value's path maps to its
+line and column, and (c) YAML 1.1 surprises are neutralised: only `true`/`false` are
+booleans (`no`, `on` stay strings), integers are decimal (no octal `010`, no `1:20`),
+dates stay strings, duplicate keys and merge keys are errors.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_NODES = 200_000
+MAX_DEPTH = 64
+
+Path_ = tuple  # a value's path: keys and list indices from the document root
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding, rendered as `file:line:col: field.path: message`."""
+
+    file: str
+    line: int
+    column: int
+    field: str
+    message: str
+    severity: str = "error"
+    check: str = "schema"
+
+    def __str__(self) -> str:
+        where = f"{self.field}: " if self.field else ""
+        return f"{self.file}:{self.line}:{self.column}: {where}{self.message}"
+
+
+class YamlError(Exception):
+    def __init__(self, problem: Problem):
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+class _Resolver(yaml.resolver.BaseResolver):
+    pass
+
+
+# YAML 1.2 core schema, as far as this format needs it.
+_Resolver.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                list("tTfF"))
+_Resolver.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_Resolver.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+_Resolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
+
+
+class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer, _Resolver):
+    def __init__(self, stream):
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _Resolver.__init__(self)
+
+
+_SCALARS = {
+    "tag:yaml.org,2002:str": str,
+    "tag:yaml.org,2002:int": lambda s: int(s, 10),
+    "tag:yaml.org,2002:float": lambda s: float(s.lower().replace("inf", "inf")),
+    "tag:yaml.org,2002:bool": lambda s: s.lower() == "true",
+    "tag:yaml.org,2002:null": lambda s: None,
+}
+
+
+@dataclass
+class Document:
+    """A parsed YAML file: its value and the position of every path in it."""
+
+    file: str
+    value: object
+    positions: dict[Path_, tuple[int, int]]
+
+    def position(self, path: Path_) -> tuple[int, int]:
+        """Line and column of `path`, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while path not in self.positions and path:
+            path = path[:-1]
+        return self.positions.get(path, (1, 1))
+
+    def problem(self, path: Path_, message: str, **kw) -> Problem:
+        line, column = self.position(path)
+        return Problem(self.file, line, column, dotted(path), message, **kw)
+
+
+def dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def read_document(path: Path, display: str | None = None) -> Document:
+    """Read one YAML file; raise YamlError with a located message on any failure."""
+    name = display or str(path)
+    text = _read_text(path, name)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise YamlError(Problem(name, line, col, "", f"invalid YAML: {exc.problem or exc.context}")) from None
+    except yaml.YAMLError as exc:
+        raise YamlError(Problem(name, 1, 1, "", f"invalid YAML: {exc}")) from None
+    except RecursionError:
+        raise YamlError(Problem(name, 1, 1, "", f"nesting is deeper than {MAX_DEPTH} levels")) from None
+    if node is None:
+        return Document(name, None, {(): (1, 1)})
+    builder = _Builder(name)
+    value = builder.build(node, ())
+    return Document(name, value, builder.positions)
+
+
+def _read_text(path: Path, name: str) -> str:
+    try:
+        if path.is_dir():
+            raise YamlError(Problem(name, 1, 1, "", "is a directory, not a YAML file"))
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise YamlError(Problem(name, 1, 1, "", f"cannot read: {exc.strerror or exc}")) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise YamlError(Problem(name, 1, 1, "", f"file is larger than {MAX_FILE_BYTES // 1024 // 1024} MiB"))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise YamlError(Problem(name, line, col, "", f"not UTF-8 (byte 0x{data[exc.start]:02x})")) from None
+
+
+class _Builder:
+    def __init__(self, name: str):
+        self.name = name
+        self.positions: dict[Path_, tuple[int, int]] = {}
+        self.count = 0
+
+    def fail(self, node: yaml.Node, path: Path_, message: str):
+        mark = node.start_mark
+        raise YamlError(Problem(self.name, mark.line + 1, mark.column + 1, dotted(path), message))
+
+    def build(self, node: yaml.Node, path: Path_):
+        self.count += 1
+        if self.count > MAX_NODES:
+            self.fail(node, path, f"more than {MAX_NODES} values (an alias bomb?)")
+        if len(path) > MAX_DEPTH:
+            self.fail(node, path, f"nesting is deeper than {MAX_DEPTH} levels")
+        self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.ScalarNode):
+            convert = _SCALARS.get(node.tag)
+            if convert is None:
+                self.fail(node, path, f"tag {node.tag!r} is not allowed (plain YAML values only)")
+            return convert(node.value)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != "tag:yaml.org,2002:seq":
+                self.fail(node, path, f"tag {node.tag!r} is not allowed")
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        if node.tag != "tag:yaml.org,2002:map":
+            self.fail(node, path, f"tag {node.tag!r} is not allowed")
+        return self._mapping(node, path)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict:
+        out: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.fail(key_node, path, "merge keys (<<) are not supported: write the keys out")
+            key = self.build(key_node, path + ("<key>",))
+            if not isinstance(key, (str, int)):
+                self.fail(key_node, path, f"keys must be strings, not {type(key).__name__}")
+            if key in out:
+                self.fail(key_node, path + (key,), f"duplicate key {key!r}")
+            out[key] = self.build(value_node, path + (key,))
+        return out
