@@ -242,12 +242,16 @@ def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]
     return reasons
 
 
+# How far a failed constraint puts a rule from the query: another arch is far, a head dim is near.
+_DISTANCE = {"arch": 100, "dtype": 10, "passes": 10}
+
+
 def _support_failures(b, q, c) -> list[Reason]:
-    """Every failing constraint of the nearest support rule (fewest failures)."""
+    """Every failing constraint of the nearest support rule."""
     if not b.support:
         return [Reason("unsupported", f"{b.id} declares no support rules")]
-    scored = [(r.failures(q, c), i, r) for i, r in enumerate(b.support)]
-    failures, _, nearest = min(scored, key=lambda t: (len(t[0]), t[1]))
+    scored = [(r.failures(q, c), i) for i, r in enumerate(b.support)]
+    failures, _ = min(scored, key=lambda t: (sum(_DISTANCE.get(f.code, 1) for f in t[0]), t[1]))
     if all(f.code == "versions" for f in failures):
         hint = _install_hint(b, q, c)
         return failures + hint
