@@ -247,25 +247,43 @@ _DISTANCE = {"arch": 100, "dtype": 10, "passes": 10}
 
 
 def _support_failures(b, q, c) -> list[Reason]:
-    """Every failing constraint of the nearest support rule."""
+    """Every failing constraint of the nearest support rule, and where the query would work."""
     if not b.support:
         return [Reason("unsupported", f"{b.id} declares no support rules")]
+    newer = _version_rule(b, q, c)
+    if newer is not None:  # only the version is wrong: name the rule that a newer release satisfies
+        return newer.failures(q, c) + _install_hint(b, q, c)
     scored = [(r.failures(q, c), i) for i, r in enumerate(b.support)]
     failures, _ = min(scored, key=lambda t: (sum(_DISTANCE.get(f.code, 1) for f in t[0]), t[1]))
-    if all(f.code == "versions" for f in failures):
-        hint = _install_hint(b, q, c)
-        return failures + hint
-    return failures
+    return failures + _elsewhere(b, q, c)
+
+
+def _elsewhere(b, q, c) -> list[Reason]:
+    """The archs on which the same query is supported, when the query's arch is not one of them."""
+    archs = sorted({a for r in b.support for a in _rule_archs(r) if r.matches(q, c._replace(arch=a))},
+                   key=lambda a: (len(a), a))  # sm90 before sm100
+    if not archs:
+        return []
+    return [Reason("arch", f"{b.id} supports this query on {', '.join(archs)} only", field="arch",
+                   expected=archs, actual=c.arch)]
+
+
+def _rule_archs(rule) -> frozenset:
+    return next((ch.allowed for ch in rule.checks if ch.field == "arch"), frozenset())
+
+
+def _version_rule(b, q, c):
+    """The support rule that matches but for the version, preferring one still open-ended."""
+    candidates = [r for r in b.support if r.matches(q, c, frozenset({"versions"}))]
+    open_ended = [r for r in candidates if r.versions and "<" not in r.versions and "==" not in r.versions]
+    return open_ended[0] if open_ended else (candidates[-1] if candidates else None)
 
 
 def _install_hint(b, q, c) -> list[Reason]:
     """The install command for a version that supports the query, from the matching rule's specifier."""
-    candidates = [r for r in b.support if r.matches(q, c, frozenset({"versions"}))]
-    if not candidates:
+    best = _version_rule(b, q, c)
+    if best is None:
         return [Reason("unsupported", f"no version of {b.package} supports this query on {c.arch}")]
-    # Prefer a rule that is still open-ended (the current releases), else the last one written.
-    open_ended = [r for r in candidates if r.versions and "<" not in r.versions and "==" not in r.versions]
-    best = (open_ended or candidates)[-1 if not open_ended else 0]
     spec = best.versions or ""
     command = b.install.replace("{specifier}", spec)
     return [Reason("install", f"{b.package}{spec} supports this (rule {best.id}): {command}", best.id,

@@ -49,6 +49,7 @@ class Check:
     field: str
     test: Callable[[AttentionQuery, Ctx], bool]
     explain: Callable[[AttentionQuery, Ctx], tuple[object, object, str]]  # (expected, actual, message)
+    allowed: frozenset = frozenset()  # for set checks: the allowed values
 
 
 @lru_cache(maxsize=4096)
@@ -88,7 +89,7 @@ def _describe_range(r: IntRange) -> str:
 def _set_check(field: str, allowed: frozenset, what: str, get: Callable) -> Check:
     shown = ", ".join(sorted(map(str, allowed)))
     return Check(field, lambda q, c: get(q, c) in allowed,
-                 lambda q, c: (sorted(allowed), get(q, c), f"{what} {get(q, c)} is not one of {shown}"))
+                 lambda q, c: (sorted(allowed), get(q, c), f"{what} {get(q, c)} is not one of {shown}"), allowed)
 
 
 def _flag_check(field: str, wanted: bool, describe: str, get: Callable, optimistic: bool = True) -> Check:
