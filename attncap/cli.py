@@ -183,19 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--check", action="store_true", help="exit 1 when schemas/ is stale")
     group.add_argument("--write", action="store_true", help="regenerate schemas/ (default)")
     p.set_defaults(func=cmd_schema)
-    for register in _plugins():
-        register(sub)
+    from . import drift
+    drift.register_cli(sub)
     return parser
-
-
-def _plugins():
-    """Sub-commands defined in other modules (drift, matrix, ...), registered if present."""
-    import importlib
-    for module in ("attncap.drift", "attncap.matrix"):
-        try:
-            yield importlib.import_module(module).register_cli
-        except (ImportError, AttributeError):
-            continue
 
 
 def main(argv: list[str] | None = None) -> int:

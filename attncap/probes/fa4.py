@@ -54,6 +54,28 @@ class FA4HeadDimProbe(Probe):
         self._results[args] = verdict
         return verdict
 
+    def plane_rows(self, cc_major: int, alignment: int, n: int) -> list[int] | None:
+        """The validator's verdict on the whole (qk, v) plane as bitmask rows; None if unavailable."""
+        if sys.flags.optimize:
+            return None
+        validator = self._load()
+        if validator is None:
+            return None
+        rows = [0] * (n + 1)
+        for qk in range(1, n + 1):
+            row = 0
+            for v in range(1, n + 1):
+                try:
+                    validator(qk, v, cc_major, alignment)
+                except AssertionError:
+                    continue
+                row |= 1 << v
+            rows[qk] = row
+        return rows
+
+    def unavailable_reason(self) -> str:
+        return self._failure or self._pending or ("python -O strips asserts" if sys.flags.optimize else "")
+
     def _call(self, validator, args) -> ProbeVerdict:
         qk, v, cc, alignment = args
         call = f"{FUNCTION}({qk}, {v}, {cc}, {alignment})"
