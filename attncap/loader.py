@@ -120,9 +120,12 @@ def _located(doc: Document, err: dict) -> Problem:
         message = f"{err['input']!r} is not allowed; expected {err['ctx']['expected']}"
     elif err["type"] == "missing":
         message = "required key is missing"
+    elif err["type"] == "value_error":
+        message = str(err.get("ctx", {}).get("error", message))  # our validators' own words, which name the value
     elif "input" in err and not isinstance(err["input"], (dict, list)):
         message = f"{message} (got {err['input']!r})"
-    return doc.problem(path, message)
+    at_key = err["type"] == "extra_forbidden" or "[key]" in err["loc"]
+    return doc.problem(path, message, at_key=at_key)
 
 
 def _data_path(doc: Document, loc: tuple) -> tuple:

@@ -10,7 +10,8 @@ import re
 from typing import Annotated, Literal, Union
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr,
+                      WithJsonSchema)
 
 Int = Annotated[int, Field(strict=True)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
@@ -50,7 +51,10 @@ def _check_compute_capability(value: object) -> str:
 
 
 Specifier = Annotated[StrictStr, AfterValidator(_check_specifier)]
-ComputeCapability = Annotated[str, BeforeValidator(_check_compute_capability)]
+ComputeCapability = Annotated[str, BeforeValidator(_check_compute_capability), WithJsonSchema({
+    "title": "Compute Capability", "description": 'a string "9.0" or a pair [9, 0]',
+    "anyOf": [{"type": "string", "pattern": r"^\d+\.\d+$"},
+              {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}]})]
 
 
 class Model(BaseModel):

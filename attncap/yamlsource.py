@@ -10,7 +10,7 @@ dates stay strings, duplicate keys and merge keys are errors.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -58,6 +58,7 @@ _Resolver.add_implicit_resolver(
     re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
     list("-+0123456789."))
 _Resolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
+_Resolver.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"])  # so that `<<` is refused
 
 
 class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer, _Resolver):
@@ -85,6 +86,7 @@ class Document:
     file: str
     value: object
     positions: dict[Path_, tuple[int, int]]
+    key_positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # where each mapping key is
 
     def position(self, path: Path_) -> tuple[int, int]:
         """Line and column of `path`, or of its nearest ancestor that has one."""
@@ -93,8 +95,10 @@ class Document:
             path = path[:-1]
         return self.positions.get(path, (1, 1))
 
-    def problem(self, path: Path_, message: str, **kw) -> Problem:
-        line, column = self.position(path)
+    def problem(self, path: Path_, message: str, *, at_key: bool = False, **kw) -> Problem:
+        """A problem at the value of `path`, or at its key (an unknown or misspelt key)."""
+        path = tuple(path)
+        line, column = (self.key_positions.get(path) if at_key else None) or self.position(path)
         return Problem(self.file, line, column, dotted(path), message, **kw)
 
 
@@ -123,7 +127,7 @@ def read_document(path: Path, display: str | None = None) -> Document:
         return Document(name, None, {(): (1, 1)})
     builder = _Builder(name)
     value = builder.build(node, ())
-    return Document(name, value, builder.positions)
+    return Document(name, value, builder.positions, builder.key_positions)
 
 
 def _read_text(path: Path, name: str) -> str:
@@ -148,6 +152,7 @@ class _Builder:
     def __init__(self, name: str):
         self.name = name
         self.positions: dict[Path_, tuple[int, int]] = {}
+        self.key_positions: dict[Path_, tuple[int, int]] = {}
         self.count = 0
 
     def fail(self, node: yaml.Node, path: Path_, message: str):
@@ -184,5 +189,6 @@ class _Builder:
                 self.fail(key_node, path, f"keys must be strings, not {type(key).__name__}")
             if key in out:
                 self.fail(key_node, path + (key,), f"duplicate key {key!r}")
+            self.key_positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = self.build(value_node, path + (key,))
         return out
