@@ -59,7 +59,8 @@ def _context(args):
         if not sep:
             raise ValueError(f"--version {item!r}: expected PACKAGE=VERSION")
         versions[package] = version or None
-    env = Environment.detect().replace(arch=query.arch, versions=versions, cudnn=args.cudnn)
+    # The query carries the arch (it may come from an overlay's vocabulary).
+    env = Environment.detect().replace(versions=versions, cudnn=args.cudnn)
     return registry, query, env
 
 

@@ -93,7 +93,7 @@ class Vocabulary:
         return frozenset(known), [n for n in spec if n not in self.archs]
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: it keys the resolution cache
 class Registry:
     vocabulary: Vocabulary
     policy: PolicyFile
@@ -105,8 +105,15 @@ class Registry:
     def origin(self, *key) -> Location | None:
         return self.origins.get(key)
 
-    def preference(self, arch: str) -> list[str]:
+    def preference(self, arch: str) -> tuple[str, ...]:
         """Backends in policy order for the arch's family; unlisted backends follow, sorted."""
+        return self._preferences[arch]
+
+    @cached_property
+    def _preferences(self) -> dict[str, tuple[str, ...]]:
+        return {arch: tuple(self._preference(arch)) for arch in self.vocabulary.archs}
+
+    def _preference(self, arch: str) -> list[str]:
         family = self.vocabulary.archs[arch].family
         chosen = self.policy.families.get(family)
         order = list(chosen.order if chosen else self.policy.default)

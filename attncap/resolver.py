@@ -22,6 +22,11 @@ log = logging.getLogger("attncap")
 
 ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_DEBUG = "ATTNCAP_BACKEND", "ATTNCAP_DISABLE", "ATTNCAP_PROBES", "ATTNCAP_DEBUG"
 CACHE_SIZE = 4096
+# os.environ's own dict: reading it directly keeps the cached path fast, and still sees
+# every change made through os.environ (monkeypatch, os.environ[...] = ...).
+_ENVIRON = getattr(os.environ, "_data", None)
+_ENV_KEYS = tuple(os.environ.encodekey(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES)) \
+    if hasattr(os.environ, "encodekey") else ()
 
 _registry = None
 _registry_lock = threading.Lock()
@@ -45,6 +50,7 @@ def clear_cache() -> None:
     global _registry
     with _cache_lock:
         _cache.clear()
+        _plans.clear()
     _registry = None
     probe_registry.clear()
 
@@ -77,7 +83,10 @@ class Decision:
 
     @cached_property
     def reasons(self) -> tuple[Reason, ...]:
-        return tuple(self._explain()) if self._explain else ()
+        """Built on first access: either fixed reasons or the arguments to explain the evaluation."""
+        if not self._explain or isinstance(self._explain[0], Reason):
+            return tuple(self._explain or ())
+        return tuple(_explain(*self._explain))
 
     @property
     def install_hint(self) -> str | None:
@@ -125,7 +134,33 @@ class Resolution:
 def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=None, disable=None, force=None,
             probes: bool = True, registry=None) -> Resolution:
     """Decide every backend for `query`; never raises for a valid query unless a forced backend can't run."""
-    env = env if env is not None else Environment.detect()
+    if env is None:
+        env = Environment.detect()
+    key = (query, env, _environment_overrides(), prefer if prefer is None else tuple(prefer),
+           disable if disable is None or isinstance(disable, str) else tuple(disable), force, probes,
+           registry)
+    resolution = _cache.get(key)
+    if resolution is None:
+        resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry)
+        with _cache_lock:
+            if len(_cache) >= CACHE_SIZE:
+                _cache.pop(next(iter(_cache)), None)
+            _cache[key] = resolution
+    if resolution.forced and not resolution.decision(resolution.forced).supported:
+        raise BackendUnavailableError(resolution, resolution.forced)
+    return resolution
+
+
+def _environment_overrides() -> tuple:
+    """The ATTNCAP_* variables, read on every call so a change takes effect (part of the cache key)."""
+    data = _ENVIRON
+    if data is None or len(_ENV_KEYS) != 3:
+        return tuple(os.environ.get(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES))
+    k1, k2, k3 = _ENV_KEYS
+    return data.get(k1), data.get(k2), data.get(k3)
+
+
+def _resolve_uncached(query, env, prefer, disable, force, probes, registry) -> Resolution:
     environ = os.environ
     force = force or environ.get(ENV_FORCE) or None
     if disable is None:
@@ -133,19 +168,9 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
     disable = frozenset(_split(disable))
     probes = probes and environ.get(ENV_PROBES, "1") != "0"
     prefer = tuple(_split(prefer or ()))
-    registry = registry or default_registry()
-    key = (query, env, prefer, disable, force, probes, id(registry))
-    resolution = _cache.get(key)
-    if resolution is None:
-        resolution = _resolve(query, env, prefer, disable, force, probes, registry)
-        with _cache_lock:
-            if len(_cache) >= CACHE_SIZE:
-                _cache.pop(next(iter(_cache)))
-            _cache[key] = resolution
-        if environ.get(ENV_DEBUG) == "1":
-            log.debug("resolved %r -> %s\n%s", query, resolution.selected, resolution.table())
-    if force and not resolution.decision(force).supported:
-        raise BackendUnavailableError(resolution, force)
+    resolution = _resolve(query, env, prefer, disable, force, probes, registry or default_registry())
+    if environ.get(ENV_DEBUG) == "1":
+        log.debug("resolved %r -> %s\n%s", query, resolution.selected, resolution.table())
     return resolution
 
 
@@ -154,55 +179,81 @@ def _split(value) -> list[str]:
     return [i.strip() for i in items if i and i.strip()]
 
 
+_FORCED = (Reason("disabled", "not considered: another backend is forced"),)
+_DISABLED = (Reason("disabled", "disabled by the caller (disable= or ATTNCAP_DISABLE)"),)
+
+
 def _resolve(query, env, prefer, disable, force, probes, registry) -> Resolution:
     arch = query.arch or env.arch
     if arch is None:
         raise InvalidQueryError("arch", None, "an arch (no GPU was detected; pass arch=..., e.g. 'sm90')")
+    plan = _plan(registry, arch, query.dtype, env, prefer, disable, force)
+    decisions = []
+    for name, b, ctx in plan:
+        if b is None:
+            decisions.append(Decision(name, False, "disabled", explain=_FORCED if force else _DISABLED))
+        else:
+            decisions.append(evaluate(b, query, ctx, env, probes))
+    return Resolution(query, env, arch, tuple(decisions), force)
+
+
+_plans: dict = {}
+
+
+def _plan(registry, arch, dtype, env, prefer, disable, force) -> tuple:
+    """(backend, compiled backend or None if disabled, Ctx) in preference order; cached per environment."""
+    key = (registry, arch, dtype, env, prefer, disable, force)
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan
     compiled = registry.compiled
     for name in (*prefer, *disable, *([force] if force else [])):
         if name not in compiled:
             raise InvalidQueryError("backend", name, f"one of {', '.join(sorted(compiled))}")
     order = [force] if force else []
     order += [b for b in (*prefer, *registry.preference(arch)) if b not in order]
-    elem_bytes = registry.vocabulary.dtypes[query.dtype].bytes
+    elem_bytes = registry.vocabulary.dtypes[dtype].bytes
     cc = registry.vocabulary.cc(arch)
-    decisions = []
-    for name in order:
-        if force and name != force:
-            decisions.append(Decision(name, False, "disabled", explain=lambda f=force: [
-                Reason("disabled", f"not considered: {f} is forced")]))
-        elif name in disable:
-            decisions.append(Decision(name, False, "disabled", explain=lambda: [
-                Reason("disabled", "disabled by the caller (disable= or ATTNCAP_DISABLE)")]))
-        else:
-            b = compiled[name]
-            ctx = Ctx(arch, elem_bytes, env.version(b.package), env.cudnn, b.package, cc)
-            decisions.append(evaluate(b, query, ctx, env, probes))
-    return Resolution(query, env, arch, tuple(decisions), force)
+    plan = tuple(
+        (name, None, None) if (force and name != force) or name in disable else
+        (name, compiled[name], Ctx(arch, elem_bytes, env.version(compiled[name].package), env.cudnn,
+                                   compiled[name].package, cc))
+        for name in order)
+    if len(_plans) > CACHE_SIZE:
+        _plans.clear()
+    _plans[key] = plan
+    return plan
 
 
 def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, probes: bool) -> Decision:
-    """One backend's decision: booleans now, reasons when asked."""
+    """One backend's decision: booleans now, reasons when asked (plain loops: this is the hot path)."""
     installed = c.version is not None
-    skip = frozenset() if installed else frozenset({"versions"})
-    rule = next((r for r in b.support if r.matches(q, c, skip)), None)
+    view = b.view(c)
+    rule = None
+    for r in view.support:
+        if r.matches(q, c):
+            rule = r
+            break
     static = rule is not None
-    verdict = probe_registry.judge(b, q, c, env) if probes and installed else None
-    core, decided_by = _apply_probe(b, q, c, static, verdict)
-    if core and verdict is not None and verdict.supported and rule is None:
-        rule = "probe"
-    missing = [alts for alts in q.features if not _feature_ok(b, alts, q, c, skip)]
-    issue = next((k for k in b.known_issues if k.matches(q, c)), None) if installed else None
+    core, decided_by, verdict = static, "static", None
+    if probes and installed and b.probe is not None:
+        verdict = probe_registry.judge(b, q, c, env)
+        core, decided_by = _apply_probe(b, q, c, static, verdict)
+    missing = [alts for alts in q.features if not _feature_ok(view, alts, q, c)] if q.features else []
+    issue = None
+    if installed:
+        for k in view.known_issues:
+            if k.matches(q, c):
+                issue = k
+                break
     supported = installed and core and not missing and issue is None
     if issue is not None:
         decided_by = "known_issue"
     elif not installed:
         decided_by = "not_installed"
-    rule_id = rule.id if hasattr(rule, "id") else rule
-
-    def explain():
-        return _explain(b, q, c, static, verdict, core, missing, installed)
-    return Decision(b.id, supported, decided_by, rule_id, static, verdict, explain)
+    rule_id = rule.id if rule is not None else ("probe" if core and verdict is not None else None)
+    return Decision(b.id, supported, decided_by, rule_id, static, verdict,
+                    (b, q, c, static, verdict, core, missing, installed))
 
 
 def _apply_probe(b, q, c, static, verdict) -> tuple[bool, str]:
@@ -215,12 +266,12 @@ def _apply_probe(b, q, c, static, verdict) -> tuple[bool, str]:
         return static, "static"
     # override, probe says yes: the rules must still hold on everything the probe does not judge.
     judged = probe_registry.judged_fields(b.probe.name)
-    core = any(r.matches(q, c, judged) for r in b.support)
+    core = any(r.matches(q, c, judged) for r in b.view(c).support)
     return core, "probe" if core and not static else "static"
 
 
-def _feature_ok(b, alternatives, q, c, skip) -> bool:
-    return any(r.matches(q, c, skip) for name in alternatives for r in b.features.get(name, ()))
+def _feature_ok(view, alternatives, q, c) -> bool:
+    return any(r.matches(q, c) for name in alternatives for r in view.features.get(name, ()))
 
 
 def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]:

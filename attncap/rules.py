@@ -8,7 +8,7 @@ support or feature rule (we cannot tell, so we do not reject) but never triggers
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable, NamedTuple
 
@@ -198,11 +198,14 @@ class CompiledRule:
     kind: str  # support | feature | known_issue
     reason: str | None = None
 
+    def __post_init__(self):
+        object.__setattr__(self, "_tests", tuple(ch.test for ch in self.checks))
+
     def matches(self, q: AttentionQuery, c: Ctx, skip: frozenset = frozenset()) -> bool:
         if skip:
             return all(ch.test(q, c) for ch in self.checks if ch.field not in skip)
-        for ch in self.checks:
-            if not ch.test(q, c):
+        for test in self._tests:
+            if not test(q, c):
                 return False
         return True
 
@@ -217,6 +220,31 @@ class CompiledRule:
 
 
 @dataclass(frozen=True)
+class View:
+    """A backend's rules that can apply on one arch at given versions, with the arch and version
+    checks already decided: the hot path evaluates only what depends on the query."""
+
+    support: tuple[CompiledRule, ...]
+    features: dict[str, tuple[CompiledRule, ...]]
+    known_issues: tuple[CompiledRule, ...]
+
+
+_DECIDED_BY_ENVIRONMENT = frozenset({"arch", "versions", "cudnn"})
+
+
+def _narrow(rules: tuple[CompiledRule, ...], c: Ctx) -> tuple[CompiledRule, ...]:
+    """The rules whose arch/version checks hold for `c` (version checks dropped when not installed)."""
+    out = []
+    for r in rules:
+        fixed = [ch for ch in r.checks if ch.field in _DECIDED_BY_ENVIRONMENT]
+        if c.version is None:
+            fixed = [ch for ch in fixed if ch.field != "versions"]
+        if all(ch.test(None, c) for ch in fixed):
+            out.append(replace(r, checks=tuple(ch for ch in r.checks if ch.field not in _DECIDED_BY_ENVIRONMENT)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class CompiledBackend:
     id: str
     package: str
@@ -225,6 +253,18 @@ class CompiledBackend:
     support: tuple[CompiledRule, ...]
     features: dict[str, tuple[CompiledRule, ...]]
     known_issues: tuple[CompiledRule, ...]
+    views: dict = field(default_factory=dict, compare=False)
+
+    def view(self, c: Ctx) -> View:
+        key = (c.arch, c.version, c.cudnn)
+        view = self.views.get(key)
+        if view is None:
+            view = View(_narrow(self.support, c), {f: _narrow(r, c) for f, r in self.features.items()},
+                        _narrow(self.known_issues, c))
+            if len(self.views) > 1024:
+                self.views.clear()
+            self.views[key] = view
+        return view
 
 
 def _rule(rule: Rule, vocab, kind: str) -> CompiledRule:
@@ -239,12 +279,10 @@ def _known_issue(issue: KnownIssue, vocab) -> CompiledRule:
 
 
 def compile_backend(b: BackendFile, vocab) -> CompiledBackend:
-    return CompiledBackend(
-        id=b.backend, package=b.package, install=b.install, probe=b.probe,
-        support=tuple(_rule(r, vocab, "support") for r in b.support),
-        features={name: tuple(_rule(r, vocab, "feature") for r in rules) for name, rules in b.features.items()},
-        known_issues=tuple(_known_issue(k, vocab) for k in b.known_issues),
-    )
+    support = tuple(_rule(r, vocab, "support") for r in b.support)
+    features = {name: tuple(_rule(r, vocab, "feature") for r in rules) for name, rules in b.features.items()}
+    known = tuple(_known_issue(k, vocab) for k in b.known_issues)
+    return CompiledBackend(b.backend, b.package, b.install, b.probe, support, features, known)
 
 
 def compile_registry(registry) -> dict[str, CompiledBackend]:
