@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import report
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"attncap: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `attncap resolve ... | head`
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

@@ -301,6 +301,10 @@ def _support_failures(b, q, c) -> list[Reason]:
     """Every failing constraint of the nearest support rule, and where the query would work."""
     if not b.support:
         return [Reason("unsupported", f"{b.id} declares no support rules")]
+    covered = sorted({a for r in b.support for a in _rule_archs(r)}, key=lambda a: (len(a), a))
+    if covered and c.arch not in covered:
+        return [Reason("arch", f"{b.id} has no rule for {c.arch}; its rules cover {', '.join(covered)}",
+                       field="arch", expected=covered, actual=c.arch)]
     newer = _version_rule(b, q, c)
     if newer is not None:  # only the version is wrong: name the rule that a newer release satisfies
         return newer.failures(q, c) + _install_hint(b, q, c)
