@@ -7,7 +7,6 @@ what-if questions from a CPU machine.
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from functools import lru_cache
 from types import MappingProxyType
@@ -98,6 +97,7 @@ def _detect(with_torch: bool) -> Environment:
 
 
 def _distribution_version(name: str) -> str | None:
+    import importlib.metadata  # 20 ms: only when detecting
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

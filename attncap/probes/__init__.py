@@ -9,7 +9,6 @@ opinion and says why; it never breaks resolution.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import threading
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ class Probe:
         raise NotImplementedError
 
     def installed_version(self) -> str | None:
+        import importlib.metadata
         try:
             return importlib.metadata.version(self.package)
         except importlib.metadata.PackageNotFoundError:
@@ -88,6 +88,7 @@ def clear() -> None:
 
 
 def _load_builtin_and_entry_points() -> None:
+    import importlib.metadata
     from .fa4 import FA4HeadDimProbe
     from .sdpa import SDPAProbe
     with _lock:
