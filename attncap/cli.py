@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema)
     from . import drift
     drift.register_cli(sub)
+    from . import matrix
+    matrix.register_cli(sub)
     return parser
 
 
