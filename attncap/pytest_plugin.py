@@ -1,8 +1,154 @@
-"""pytest plugin (entry point pytest11): skip tests whose attention backend cannot run here."""
+"""pytest plugin (entry point pytest11): skip tests whose attention backend cannot run here.
+
+    @pytest.mark.attention_backend("flash-attn-4", head_dim_qk=256, training=True)
+    def test_fa4_hd256(attncap_decision): ...
+
+The marker takes one backend id and any AttentionQuery fields. The test runs only when that
+backend can run that query in the environment (detected, or --attncap-env); otherwise it is
+skipped with attncap's reasons, never run on another backend. A marker `arch` is a
+requirement on the environment's arch. Fixtures: attncap_decision (the backend's Decision),
+attncap_env (the Environment markers are evaluated in), attncap_assert_selected.
+Options: --attncap-env arch=sm100,flash-attn-4=4.0.0b11,cudnn=9.10.2 (what-if; `pkg=` means
+not installed), --attncap-no-probes. Importing the plugin never imports torch or loads data.
+"""
 
 from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+MARKER = "attention_backend"
+_STATE = pytest.StashKey["_State"]()
+_DECISION = pytest.StashKey[object]()
+
+
+class _State:
+    def __init__(self, env_text: str | None, probes: bool):
+        self.env_text, self.probes = env_text, probes
+        self._env = None
+        self.skips: Counter = Counter()  # skip reason (without the prefix) -> count
+
+    def env(self):
+        """The environment markers are evaluated in, built on first use."""
+        if self._env is None:
+            from attncap import Environment
+            from attncap.testing import parse_env
+            keys = {item.partition("=")[0].strip() for item in (self.env_text or "").split(",")}
+            if "arch" in keys:
+                base = Environment.detect()
+            else:  # the arch must come from the GPU: let detection import torch
+                base = Environment.detect(device=True)
+            self._env = parse_env(self.env_text, base) if self.env_text else base
+        return self._env
+
+    # Hooks, registered per config (the plugin object is this state).
+    def pytest_runtest_logreport(self, report):
+        """Count attncap skips by reason; runs on the controller under xdist too."""
+        if report.skipped and isinstance(report.longrepr, tuple):
+            from attncap.testing import SKIP_PREFIX
+            message = str(report.longrepr[2]).removeprefix("Skipped: ")
+            if message.startswith(SKIP_PREFIX):
+                self.skips[message[len(SKIP_PREFIX):]] += 1
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.skips:
+            return
+        total = sum(self.skips.values())
+        tr = terminalreporter
+        tr.write_sep("-", "attncap")
+        where = f" (--attncap-env {self.env_text})" if self.env_text else ""
+        tr.write_line(f"attncap: {total} test{'s' if total != 1 else ''} skipped{where}:")
+        for reason, count in sorted(self.skips.items(), key=lambda kv: (-kv[1], kv[0])):
+            tr.write_line(f"  {reason} ({count})")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("attncap", "attention backend capabilities (attncap)")
+    group.addoption("--attncap-env", metavar="KEY=VALUE,...", default=None,
+                    help="evaluate attention_backend markers in a what-if environment, e.g. "
+                         "arch=sm100,flash-attn-4=4.0.0b11,cudnn=9.10.2 (PACKAGE= means not installed)")
+    group.addoption("--attncap-no-probes", action="store_true", default=False,
+                    help="answer attention_backend markers from the capability tables only")
+    parser.addini("attncap_env", "default for --attncap-env", default=None)
 
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "attention_backend(backend, **query): skip unless attncap says the backend can run the query")
+        "markers", f"{MARKER}(backend, **query): run only if attncap says `backend` can run the query "
+                   "(AttentionQuery fields) here; otherwise skip with its reasons")
+    text = config.getoption("attncap_env", None) or config.getini("attncap_env") or None
+    state = _State(text, probes=not config.getoption("attncap_no_probes", False))
+    if text:
+        from attncap import Environment
+        from attncap.testing import MarkerError, parse_env
+        try:  # fail on a bad option at start-up, not in the first marked test
+            parse_env(text, Environment())
+        except MarkerError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    config.stash[_STATE] = state
+    config.pluginmanager.register(state, "attncap-state")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    markers = list(item.iter_markers(MARKER))
+    if not markers:
+        return
+    from attncap.testing import SKIP_PREFIX, MarkerError, evaluate_marker
+    state = item.config.stash[_STATE]
+    first = None
+    for mark in markers:  # closest first; every marker (function, class, module) must hold
+        try:
+            decision, reason = evaluate_marker(mark.args, mark.kwargs, state.env(), probes=state.probes)
+        except MarkerError as exc:
+            pytest.fail(f"@pytest.mark.{MARKER}{_signature(mark)}: {exc}", pytrace=False)
+        if reason is not None:
+            pytest.skip(SKIP_PREFIX + reason)
+        first = first or decision
+    item.stash[_DECISION] = first
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Point an attncap skip at the test (as skipif does), not at this plugin."""
+    report = yield
+    if report.skipped and type(report.longrepr) is tuple and item.get_closest_marker(MARKER) is not None:
+        from attncap.testing import SKIP_PREFIX
+        if str(report.longrepr[2]).removeprefix("Skipped: ").startswith(SKIP_PREFIX):
+            filename, line = item.reportinfo()[:2]
+            report.longrepr = (str(filename), (line or 0) + 1, report.longrepr[2])
+    return report
+
+
+def _signature(mark) -> str:
+    parts = [repr(a) for a in mark.args] + [f"{k}={v!r}" for k, v in mark.kwargs.items()]
+    return f"({', '.join(parts)})"
+
+
+@pytest.fixture
+def attncap_decision(request):
+    """The Decision of the backend named by the test's attention_backend marker (closest marker)."""
+    decision = request.node.stash.get(_DECISION, None)
+    if decision is None:
+        pytest.fail(f"attncap_decision needs @pytest.mark.{MARKER}(backend, ...) on the test", pytrace=False)
+    return decision
+
+
+@pytest.fixture
+def attncap_env(request):
+    """The Environment attention_backend markers are evaluated in (--attncap-env applied)."""
+    return request.config.stash[_STATE].env()
+
+
+@pytest.fixture
+def attncap_assert_selected(request):
+    """assert_selected(query, backend) in the session's environment (--attncap-env applied)."""
+    from attncap.testing import assert_selected
+    state = request.config.stash[_STATE]
+
+    def check(query, backend, env=None, **resolve_kwargs):
+        __tracebackhide__ = True
+        resolve_kwargs.setdefault("probes", state.probes)
+        return assert_selected(query, backend, env if env is not None else state.env(), **resolve_kwargs)
+    return check
