@@ -19,7 +19,11 @@ class InvalidQueryError(ValueError):
 
     def __init__(self, field: str, value: object, allowed: str):
         self.field, self.value, self.allowed = field, value, allowed
-        super().__init__(f"{field}={value!r} is invalid: expected {allowed}")
+        try:
+            shown = repr(value)
+        except Exception:  # e.g. an int too long to print (sys.set_int_max_str_digits)
+            shown = f"<{type(value).__name__}>"
+        super().__init__(f"{field}={shown} is invalid: expected {allowed}")
 
 
 FIELDS = ("arch", "dtype", "head_dim_qk", "head_dim_v", "num_heads_q", "num_heads_kv", "seqlen_q", "seqlen_kv",
@@ -66,7 +70,8 @@ class AttentionQuery:
         s(self, "gqa", kv is not None and self.num_heads_q is not None and kv != self.num_heads_q)
         known = self.seqlen_q is not None and self.seqlen_kv is not None
         s(self, "cross_attention", known and self.seqlen_q != self.seqlen_kv)
-        s(self, "features", _features(self, same_lengths=known and not self.cross_attention))
+        # Unknown lengths do not reject (as everywhere in attncap): either causal alignment will do.
+        s(self, "features", _features(self, same_lengths=not self.cross_attention))
         s(self, "_key", tuple(getattr(self, f) for f in FIELDS))
         s(self, "_hash", hash(self._key))
 
@@ -130,7 +135,10 @@ def _default_vocabulary():
 
 
 def _arch(vocab, value) -> str:
-    name = vocab.arch_name(value)
+    try:
+        name = vocab.arch_name(value)
+    except (TypeError, ValueError):  # str(value) failed: not a name
+        name = None
     if name is None:
         raise InvalidQueryError("arch", value, f"one of {', '.join(vocab.archs)} (or an alias such as sm_90a, "
                                                "'9.0', (9, 0))")
@@ -138,7 +146,10 @@ def _arch(vocab, value) -> str:
 
 
 def _dtype(vocab, value) -> str:
-    name = vocab.dtype_name(value)
+    try:
+        name = vocab.dtype_name(value)
+    except (TypeError, ValueError):
+        name = None
     if name is None:
         raise InvalidQueryError("dtype", value, f"one of {', '.join(vocab.dtypes)} (or an alias such as "
                                                 "'bfloat16', torch.bfloat16)")
@@ -172,7 +183,10 @@ def _choice(field: str, value, allowed: tuple[str, ...]) -> str:
 def _number(field: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise InvalidQueryError(field, value, "a number")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range
+        raise InvalidQueryError(field, value, "a finite number") from None
 
 
 def _fraction(field: str, value) -> float:

@@ -271,6 +271,10 @@ def _apply_probe(b, q, c, static, verdict) -> tuple[bool, str]:
 
 
 def _feature_ok(view, alternatives, q, c) -> bool:
+    always = view.always
+    for name in alternatives:
+        if name in always:
+            return True
     return any(r.matches(q, c) for name in alternatives for r in view.features.get(name, ()))
 
 
@@ -293,8 +297,9 @@ def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]
     return reasons
 
 
-# How far a failed constraint puts a rule from the query: another arch is far, a head dim is near.
-_DISTANCE = {"arch": 100, "dtype": 10, "passes": 10}
+# How far a failed constraint puts a rule from the query: another arch is far, a rule for
+# other versions is farther than a head-dim limit of the installed one.
+_DISTANCE = {"arch": 100, "dtype": 10, "passes": 10, "versions": 5, "cudnn": 5}
 
 
 def _support_failures(b, q, c) -> list[Reason]:
@@ -314,9 +319,15 @@ def _support_failures(b, q, c) -> list[Reason]:
 
 
 def _elsewhere(b, q, c) -> list[Reason]:
-    """The archs on which the same query is supported, when the query's arch is not one of them."""
-    archs = sorted({a for r in b.support for a in _rule_archs(r) if r.matches(q, c._replace(arch=a))},
-                   key=lambda a: (len(a), a))  # sm90 before sm100
+    """The archs on which the same query would be supported (support rules, features, known issues)."""
+    def works_on(arch: str) -> bool:
+        other = c._replace(arch=arch)
+        view = b.view(other)
+        return (any(r.matches(q, other) for r in view.support)
+                and all(_feature_ok(view, alts, q, other) for alts in q.features)
+                and not any(k.matches(q, other) for k in view.known_issues))
+    candidates = {a for r in b.support for a in _rule_archs(r)} - {c.arch}
+    archs = sorted(filter(works_on, candidates), key=lambda a: (len(a), a))  # sm90 before sm100
     if not archs:
         return []
     return [Reason("arch", f"{b.id} supports this query on {', '.join(archs)} only", field="arch",

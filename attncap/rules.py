@@ -227,6 +227,11 @@ class View:
     support: tuple[CompiledRule, ...]
     features: dict[str, tuple[CompiledRule, ...]]
     known_issues: tuple[CompiledRule, ...]
+    always: frozenset = frozenset()  # features with a rule that has no query-dependent check left
+
+    def __post_init__(self):
+        object.__setattr__(self, "always", frozenset(f for f, rules in self.features.items()
+                                                     if any(not r.checks for r in rules)))
 
 
 _DECIDED_BY_ENVIRONMENT = frozenset({"arch", "versions", "cudnn"})

@@ -148,6 +148,7 @@ def fmt(seconds: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the grid and drift figures")
+    parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
     args = parser.parse_args()
     rows: list = []
     bench_resolve(rows)
@@ -155,13 +156,21 @@ def main() -> None:
     if not args.quick:
         bench_grid(rows)
         bench_drift(rows)
-    print(f"attncap {attncap.__version__}, Python {platform.python_version()}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
-    print(f"| {'figure':<44} | {'median':>9} | {'floor':<15} | {'floor median':>12} | {'ratio':>6} | target |")
-    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 17}|{'-' * 14}|{'-' * 8}|--------|")
+    lines = [f"attncap {attncap.__version__}, Python {platform.python_version()}, {platform.machine()}, "
+             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", "",
+             f"| {'figure':<44} | {'median':>9} | {'floor':<15} | {'floor median':>12} | {'ratio':>6} | target |",
+             f"|{'-' * 46}|{'-' * 11}|{'-' * 17}|{'-' * 14}|{'-' * 8}|--------|"]
     for name, value, floor_name, floor, target in rows:
         ratio = f"{value / floor:.1f}x" if value and floor else ""
-        print(f"| {name:<44} | {fmt(value):>9} | {floor_name:<15} | {fmt(floor):>12} | {ratio:>6} | {target} |")
+        lines.append(f"| {name:<44} | {fmt(value):>9} | {floor_name:<15} | {fmt(floor):>12} | {ratio:>6} | {target} |")
+    print("\n".join(lines))
+    if args.readme:
+        readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+        text = open(readme).read()
+        head, _, rest = text.partition("<!-- bench:start -->")
+        _, _, tail = rest.partition("<!-- bench:end -->")
+        with open(readme, "w") as f:
+            f.write(f"{head}<!-- bench:start -->\n{chr(10).join(lines)}\n<!-- bench:end -->{tail}")
 
 
 if __name__ == "__main__":
