@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from functools import cached_property
 
 from . import probes as probe_registry
 from .environment import Environment
@@ -73,20 +72,27 @@ class NoBackendError(RuntimeError):
 
 
 class Decision:
-    """One backend's verdict. `reasons` are computed on first access."""
+    """One backend's verdict. `reasons` are built on first access from what the evaluation kept.
 
-    __slots__ = ("backend", "supported", "decided_by", "rule", "static", "probe", "_explain", "__dict__")
+    Fully slotted, one object per backend: uncached resolution allocates little for the
+    garbage collector to walk.
+    """
 
-    def __init__(self, backend, supported, decided_by, rule=None, static=None, probe=None, explain=None):
+    __slots__ = ("backend", "supported", "decided_by", "rule", "static", "probe", "_compiled", "_query", "_ctx",
+                 "_core", "_missing", "_reasons")
+
+    def __init__(self, backend, supported, decided_by, rule=None, static=None, probe=None, *, reasons=None,
+                 compiled=None, query=None, ctx=None, core=False, missing=()):
         self.backend, self.supported, self.decided_by = backend, supported, decided_by
-        self.rule, self.static, self.probe, self._explain = rule, static, probe, explain
+        self.rule, self.static, self.probe, self._reasons = rule, static, probe, reasons
+        self._compiled, self._query, self._ctx, self._core, self._missing = compiled, query, ctx, core, missing
 
-    @cached_property
+    @property
     def reasons(self) -> tuple[Reason, ...]:
-        """Built on first access: either fixed reasons or the arguments to explain the evaluation."""
-        if not self._explain or isinstance(self._explain[0], Reason):
-            return tuple(self._explain or ())
-        return tuple(_explain(*self._explain))
+        if self._reasons is None:
+            self._reasons = tuple(_explain(self._compiled, self._query, self._ctx, self.static, self.probe,
+                                           self._core, self._missing, self._ctx.version is not None))
+        return self._reasons
 
     @property
     def install_hint(self) -> str | None:
@@ -191,7 +197,7 @@ def _resolve(query, env, prefer, disable, force, probes, registry) -> Resolution
     decisions = []
     for name, b, ctx in plan:
         if b is None:
-            decisions.append(Decision(name, False, "disabled", explain=_FORCED if force else _DISABLED))
+            decisions.append(Decision(name, False, "disabled", reasons=_FORCED if force else _DISABLED))
         else:
             decisions.append(evaluate(b, query, ctx, env, probes))
     return Resolution(query, env, arch, tuple(decisions), force)
@@ -228,7 +234,7 @@ def _plan(registry, arch, dtype, env, prefer, disable, force) -> tuple:
 def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, probes: bool) -> Decision:
     """One backend's decision: booleans now, reasons when asked (plain loops: this is the hot path)."""
     installed = c.version is not None
-    view = b.view(c)
+    view = b.view(q, c)
     rule = None
     for r in view.support:
         if r.matches(q, c):
@@ -239,21 +245,19 @@ def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, pr
     if probes and installed and b.probe is not None:
         verdict = probe_registry.judge(b, q, c, env)
         core, decided_by = _apply_probe(b, q, c, static, verdict)
-    missing = [alts for alts in q.features if not _feature_ok(view, alts, q, c)] if q.features else []
-    issue = None
-    if installed:
-        for k in view.known_issues:
-            if k.matches(q, c):
-                issue = k
-                break
+    missing = ()
+    for alternatives in q.features:
+        if not _feature_ok(view, alternatives, q, c):
+            missing += (alternatives,)
+    issue = view.known_issue(q, c) if installed else None
     supported = installed and core and not missing and issue is None
     if issue is not None:
         decided_by = "known_issue"
     elif not installed:
         decided_by = "not_installed"
     rule_id = rule.id if rule is not None else ("probe" if core and verdict is not None else None)
-    return Decision(b.id, supported, decided_by, rule_id, static, verdict,
-                    (b, q, c, static, verdict, core, missing, installed))
+    return Decision(b.id, supported, decided_by, rule_id, static, verdict, compiled=b, query=q, ctx=c, core=core,
+                    missing=missing)
 
 
 def _apply_probe(b, q, c, static, verdict) -> tuple[bool, str]:
@@ -266,7 +270,7 @@ def _apply_probe(b, q, c, static, verdict) -> tuple[bool, str]:
         return static, "static"
     # override, probe says yes: the rules must still hold on everything the probe does not judge.
     judged = probe_registry.judged_fields(b.probe.name)
-    core = any(r.matches(q, c, judged) for r in b.view(c).support)
+    core = any(r.matches(q, c, judged) for r in b.view(q, c).support)
     return core, "probe" if core and not static else "static"
 
 
@@ -322,7 +326,7 @@ def _elsewhere(b, q, c) -> list[Reason]:
     """The archs on which the same query would be supported (support rules, features, known issues)."""
     def works_on(arch: str) -> bool:
         other = c._replace(arch=arch)
-        view = b.view(other)
+        view = b.view(q, other)
         return (any(r.matches(q, other) for r in view.support)
                 and all(_feature_ok(view, alts, q, other) for alts in q.features)
                 and not any(k.matches(q, other) for k in view.known_issues))

@@ -150,7 +150,7 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
         checks.append(Check("head_dims", lambda q, c: (q.head_dim_qk, q.head_dim_v) in pairs,
                             lambda q, c: (sorted(pairs), (q.head_dim_qk, q.head_dim_v),
                                           f"(head_dim_qk, head_dim_v)=({q.head_dim_qk}, {q.head_dim_v}) "
-                                          f"is not one of {shown}")))
+                                          f"is not one of {shown}"), pairs))
     if cond.same_head_dims is not None:
         same = cond.same_head_dims
         checks.append(Check("same_head_dims", lambda q, c: (q.head_dim_qk == q.head_dim_v) == same,
@@ -228,24 +228,44 @@ class View:
     features: dict[str, tuple[CompiledRule, ...]]
     known_issues: tuple[CompiledRule, ...]
     always: frozenset = frozenset()  # features with a rule that has no query-dependent check left
+    issues_any: tuple[CompiledRule, ...] = ()  # known issues that may match any head dims
+    issues_by_pair: dict = field(default_factory=dict)  # (qk, v) -> known issues naming that pair
 
     def __post_init__(self):
-        object.__setattr__(self, "always", frozenset(f for f, rules in self.features.items()
-                                                     if any(not r.checks for r in rules)))
+        set_ = object.__setattr__
+        set_(self, "always", frozenset(f for f, rules in self.features.items() if any(not r.checks for r in rules)))
+        by_pair: dict = {}
+        for issue in self.known_issues:
+            pairs = next((ch.allowed for ch in issue.checks if ch.field == "head_dims"), None)
+            for pair in pairs or ():
+                by_pair[pair] = by_pair.get(pair, ()) + (issue,)
+        set_(self, "issues_by_pair", by_pair)
+        set_(self, "issues_any", tuple(i for i in self.known_issues if not any(c.field == "head_dims" for c in i.checks)))
+
+    def known_issue(self, q: AttentionQuery, c: Ctx) -> CompiledRule | None:
+        """A known issue that matches the query, if any (the reasons list every one that does)."""
+        for issue in self.issues_any:
+            if issue.matches(q, c):
+                return issue
+        for issue in self.issues_by_pair.get((q.head_dim_qk, q.head_dim_v), ()):
+            if issue.matches(q, c):
+                return issue
+        return None
 
 
-_DECIDED_BY_ENVIRONMENT = frozenset({"arch", "versions", "cudnn"})
+# Checks that depend only on the environment, the dtype and whether backward is needed.
+_DECIDED_BY_VIEW = frozenset({"arch", "versions", "cudnn", "dtype", "passes", "training"})
 
 
-def _narrow(rules: tuple[CompiledRule, ...], c: Ctx) -> tuple[CompiledRule, ...]:
-    """The rules whose arch/version checks hold for `c` (version checks dropped when not installed)."""
+def _narrow(rules: tuple[CompiledRule, ...], q: AttentionQuery, c: Ctx) -> tuple[CompiledRule, ...]:
+    """The rules whose view-level checks hold (version checks dropped when not installed), without them."""
     out = []
     for r in rules:
-        fixed = [ch for ch in r.checks if ch.field in _DECIDED_BY_ENVIRONMENT]
+        fixed = [ch for ch in r.checks if ch.field in _DECIDED_BY_VIEW]
         if c.version is None:
             fixed = [ch for ch in fixed if ch.field != "versions"]
-        if all(ch.test(None, c) for ch in fixed):
-            out.append(replace(r, checks=tuple(ch for ch in r.checks if ch.field not in _DECIDED_BY_ENVIRONMENT)))
+        if all(ch.test(q, c) for ch in fixed):
+            out.append(replace(r, checks=tuple(ch for ch in r.checks if ch.field not in _DECIDED_BY_VIEW)))
     return tuple(out)
 
 
@@ -260,12 +280,13 @@ class CompiledBackend:
     known_issues: tuple[CompiledRule, ...]
     views: dict = field(default_factory=dict, compare=False)
 
-    def view(self, c: Ctx) -> View:
-        key = (c.arch, c.version, c.cudnn)
+    def view(self, q: AttentionQuery, c: Ctx) -> View:
+        """The rules that can apply to queries of q's dtype and pass on c's arch and versions."""
+        key = (c.arch, c.version, c.cudnn, q.dtype, q.training)
         view = self.views.get(key)
         if view is None:
-            view = View(_narrow(self.support, c), {f: _narrow(r, c) for f, r in self.features.items()},
-                        _narrow(self.known_issues, c))
+            view = View(_narrow(self.support, q, c), {f: _narrow(r, q, c) for f, r in self.features.items()},
+                        _narrow(self.known_issues, q, c))
             if len(self.views) > 1024:
                 self.views.clear()
             self.views[key] = view
