@@ -21,7 +21,7 @@ _EXPORTS = {
     "Environment": "environment",
     "LoadError": "loader", "load_registry": "loader",
     "BackendUnavailableError": "resolver", "Decision": "resolver", "NoBackendError": "resolver",
-    "Resolution": "resolver", "clear_cache": "resolver", "default_registry": "resolver", "resolve": "resolver",
+    "Resolution": "resolver", "clear_cache": "resolver", "default_registry": "loader", "resolve": "resolver",
     "Reason": "rules",
 }
 __all__ = sorted(_EXPORTS)

@@ -43,7 +43,7 @@ def _context(args):
     from .environment import Environment
     from .loader import load_registry
     from .query import AttentionQuery
-    from .resolver import default_registry
+    from .loader import default_registry
     registry = load_registry(tuple(args.data)) if args.data else default_registry()
     heads = _pair(args.gqa, ":", "--gqa") if args.gqa else (None, None)
     window = _pair(args.window, ",", "--window") if args.window else None
@@ -112,7 +112,7 @@ def _explain_text(data) -> str:
 def cmd_info(args) -> int:
     from . import probes
     from .environment import Environment
-    from .resolver import default_registry
+    from .loader import default_registry
     env = Environment.detect(device=args.device)
     registry = default_registry()
     packages = sorted({b.package for b in registry.backends.values()} | {"torch"})

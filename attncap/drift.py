@@ -147,7 +147,7 @@ def render(report: DriftReport, fmt: str) -> str:
 def cmd_drift(args) -> int:
     from .environment import Environment
     from .loader import load_registry
-    from .resolver import default_registry
+    from .loader import default_registry
     registry = load_registry(tuple(args.data)) if args.data else default_registry()
     lo, _, hi = args.head_dims.partition("..")
     n = int(hi or lo)

@@ -73,7 +73,7 @@ def _normalise(name: str) -> str:
 
 
 def _arch_name(value) -> str:
-    from .resolver import default_registry
+    from .loader import default_registry
     vocab = default_registry().vocabulary
     name = vocab.arch_name(value)
     if name is None:
@@ -84,7 +84,7 @@ def _arch_name(value) -> str:
 
 @lru_cache(maxsize=2)
 def _detect(with_torch: bool) -> Environment:
-    from .resolver import default_registry
+    from .loader import default_registry
     packages = {b.package for b in default_registry().backends.values()} | set(ALWAYS_DETECTED)
     versions = {p: _distribution_version(p) for p in packages - {CUDNN}}
     versions[CUDNN] = next(filter(None, map(_distribution_version, CUDNN_DISTRIBUTIONS)), None)

@@ -10,6 +10,7 @@ all files, and no registry is returned.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,26 @@ def data_dirs(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = True
     if use_env:
         dirs += [Path(p) for p in os.environ.get(ENV_PATH, "").split(os.pathsep) if p]
     return dirs + [Path(p) for p in extra]
+
+
+_default = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The packaged data plus ATTNCAP_PATH overlays, loaded once (thread-safe)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = load_registry()
+    return _default
+
+
+def forget_default_registry() -> None:
+    """The next default_registry() call loads the data again (e.g. after ATTNCAP_PATH changed)."""
+    global _default
+    _default = None
 
 
 def load_registry(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = True) -> Registry:

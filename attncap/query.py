@@ -130,7 +130,7 @@ def _features(q: AttentionQuery, *, same_lengths: bool) -> tuple:
 
 
 def _default_vocabulary():
-    from .resolver import default_registry
+    from .loader import default_registry
     return default_registry().vocabulary
 
 

@@ -14,6 +14,7 @@ import threading
 
 from . import probes as probe_registry
 from .environment import Environment
+from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
 from .rules import CompiledBackend, Ctx, Reason
 
@@ -27,30 +28,16 @@ _ENVIRON = getattr(os.environ, "_data", None)
 _ENV_KEYS = tuple(os.environ.encodekey(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES)) \
     if hasattr(os.environ, "encodekey") else ()
 
-_registry = None
-_registry_lock = threading.Lock()
 _cache: dict = {}
 _cache_lock = threading.Lock()
 
 
-def default_registry():
-    """The packaged data plus ATTNCAP_PATH overlays, loaded once."""
-    global _registry
-    if _registry is None:
-        with _registry_lock:
-            if _registry is None:
-                from .loader import load_registry
-                _registry = load_registry()
-    return _registry
-
-
 def clear_cache() -> None:
     """Forget cached resolutions, the loaded registry and probe results."""
-    global _registry
     with _cache_lock:
         _cache.clear()
         _plans.clear()
-    _registry = None
+    forget_default_registry()
     probe_registry.clear()
 
 

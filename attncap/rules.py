@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .models import BackendFile, Conditions, IntRange, KnownIssue, Rule
-from .query import AttentionQuery
+
+Query = Any  # an attncap.query.AttentionQuery; not imported, so that query can depend on the loaded data
 
 
 class Ctx(NamedTuple):
@@ -47,8 +48,8 @@ class Reason:
 @dataclass(frozen=True)
 class Check:
     field: str
-    test: Callable[[AttentionQuery, Ctx], bool]
-    explain: Callable[[AttentionQuery, Ctx], tuple[object, object, str]]  # (expected, actual, message)
+    test: Callable[[Query, Ctx], bool]
+    explain: Callable[[Query, Ctx], tuple[object, object, str]]  # (expected, actual, message)
     allowed: frozenset = frozenset()  # for set checks: the allowed values
 
 
@@ -201,7 +202,7 @@ class CompiledRule:
     def __post_init__(self):
         object.__setattr__(self, "_tests", tuple(ch.test for ch in self.checks))
 
-    def matches(self, q: AttentionQuery, c: Ctx, skip: frozenset = frozenset()) -> bool:
+    def matches(self, q: Query, c: Ctx, skip: frozenset = frozenset()) -> bool:
         if skip:
             return all(ch.test(q, c) for ch in self.checks if ch.field not in skip)
         for test in self._tests:
@@ -209,7 +210,7 @@ class CompiledRule:
                 return False
         return True
 
-    def failures(self, q: AttentionQuery, c: Ctx, skip: frozenset = frozenset()) -> list[Reason]:
+    def failures(self, q: Query, c: Ctx, skip: frozenset = frozenset()) -> list[Reason]:
         out = []
         for ch in self.checks:
             if ch.field not in skip and not ch.test(q, c):
@@ -242,7 +243,7 @@ class View:
         set_(self, "issues_by_pair", by_pair)
         set_(self, "issues_any", tuple(i for i in self.known_issues if not any(c.field == "head_dims" for c in i.checks)))
 
-    def known_issue(self, q: AttentionQuery, c: Ctx) -> CompiledRule | None:
+    def known_issue(self, q: Query, c: Ctx) -> CompiledRule | None:
         """A known issue that matches the query, if any (the reasons list every one that does)."""
         for issue in self.issues_any:
             if issue.matches(q, c):
@@ -257,7 +258,7 @@ class View:
 _DECIDED_BY_VIEW = frozenset({"arch", "versions", "cudnn", "dtype", "passes", "training"})
 
 
-def _narrow(rules: tuple[CompiledRule, ...], q: AttentionQuery, c: Ctx) -> tuple[CompiledRule, ...]:
+def _narrow(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> tuple[CompiledRule, ...]:
     """The rules whose view-level checks hold (version checks dropped when not installed), without them."""
     out = []
     for r in rules:
@@ -280,7 +281,7 @@ class CompiledBackend:
     known_issues: tuple[CompiledRule, ...]
     views: dict = field(default_factory=dict, compare=False)
 
-    def view(self, q: AttentionQuery, c: Ctx) -> View:
+    def view(self, q: Query, c: Ctx) -> View:
         """The rules that can apply to queries of q's dtype and pass on c's arch and versions."""
         key = (c.arch, c.version, c.cudnn, q.dtype, q.training)
         view = self.views.get(key)
