@@ -119,7 +119,7 @@ class Resolution:
         return decision_table(self)
 
     def as_dict(self) -> dict:
-        return {"query": {k: v for k, v in self.query.as_dict().items()}, "arch": self.arch,
+        return {"query": self.query.as_dict(), "arch": self.arch,
                 "environment": dict(self.env.versions), "selected": self.selected,
                 "decisions": [d.as_dict() for d in self.decisions]}
 
@@ -129,9 +129,7 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
     """Decide every backend for `query`; never raises for a valid query unless a forced backend can't run."""
     if env is None:
         env = Environment.detect()
-    key = (query, env, _environment_overrides(), prefer if prefer is None else tuple(prefer),
-           disable if disable is None or isinstance(disable, str) else tuple(disable), force, probes,
-           registry)
+    key = (query, env, _environment_overrides(), _hashable(prefer), _hashable(disable), force, probes, registry)
     resolution = _cache.get(key)
     if resolution is None:
         resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry)
@@ -142,6 +140,11 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
     if resolution.forced and not resolution.decision(resolution.forced).supported:
         raise BackendUnavailableError(resolution, resolution.forced)
     return resolution
+
+
+def _hashable(names):
+    """None, a comma-separated string, or an iterable of names, as a cache-key part."""
+    return names if names is None or isinstance(names, str) else tuple(names)
 
 
 def _environment_overrides() -> tuple:
