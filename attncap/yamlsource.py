@@ -9,7 +9,9 @@ dates stay strings, duplicate keys and merge keys are errors.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +83,9 @@ else:  # pragma: no cover
     _CLoader = None
 
 _INNERMOST_FLOW = re.compile(r"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
-_DEEP_BLOCK = re.compile(r"^ {128}|(?:- ){16}", re.MULTILINE)
+# Block nesting needs a deeper column per level; a line whose first 128 characters are all
+# indentation or indicators (`- `, `? `, `: `, with any spacing) may nest that deep on one line.
+_DEEP_BLOCK = re.compile(r"^[ \t?:-]{128}|(?:- ){16}", re.MULTILINE)
 
 
 def _shallow(text: str) -> bool:
@@ -102,7 +106,7 @@ def _shallow(text: str) -> bool:
 _SCALARS = {
     "tag:yaml.org,2002:str": str,
     "tag:yaml.org,2002:int": lambda s: int(s, 10),
-    "tag:yaml.org,2002:float": lambda s: float(s.lower().replace("inf", "inf")),
+    "tag:yaml.org,2002:float": lambda s: float(s.lower().replace(".inf", "inf").replace(".nan", "nan")),
     "tag:yaml.org,2002:bool": lambda s: s.lower() == "true",
     "tag:yaml.org,2002:null": lambda s: None,
 }
@@ -163,7 +167,10 @@ def _read_text(path: Path, name: str) -> str:
     try:
         if path.is_dir():
             raise YamlError(Problem(name, 1, 1, "", "is a directory, not a YAML file"))
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; only regular files are read.
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise YamlError(Problem(name, 1, 1, "", "is not a regular file (a FIFO, socket or device?)"))
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise YamlError(Problem(name, 1, 1, "", f"cannot read: {exc.strerror or exc}")) from None

@@ -114,11 +114,15 @@ def judge(backend, query, ctx, env) -> ProbeVerdict | None:
         return ProbeVerdict(decl.name, None, f"no probe named {decl.name!r} is installed")
     if decl.archs and ctx.arch not in decl.archs:
         return None  # outside the domain the data declares for it: silence, not "yes"
-    installed = probe.installed_version()
-    if installed != ctx.version:
-        return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, "
-                                   f"not {ctx.version}")
     try:
-        return probe.check(query, ctx)
+        installed = probe.installed_version()
+        if installed != ctx.version:
+            return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, "
+                                       f"not {ctx.version}")
+        verdict = probe.check(query, ctx)
     except Exception as exc:
-        return probe.verdict(None, f"probe failed: {type(exc).__name__}: {exc}")
+        return ProbeVerdict(decl.name, None, f"probe failed: {type(exc).__name__}: {exc}")
+    if verdict is not None and not isinstance(verdict, ProbeVerdict):
+        return ProbeVerdict(decl.name, None, f"probe failed: check() returned {type(verdict).__name__}, "
+                                             "not a ProbeVerdict")
+    return verdict
