@@ -98,6 +98,11 @@ class Decision:
 class Resolution:
     __slots__ = ("query", "env", "arch", "decisions", "selected", "forced")
 
+    @property
+    def provisional(self) -> bool:
+        """A probe's verdict may change soon (it is still importing its library): do not cache this."""
+        return any(d.probe is not None and d.probe.provisional for d in self.decisions)
+
     def __init__(self, query, env, arch, decisions, forced):
         self.query, self.env, self.arch, self.decisions, self.forced = query, env, arch, decisions, forced
         self.selected = next((d.backend for d in decisions if d.supported), None)
@@ -133,10 +138,11 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
     resolution = _cache.get(key)
     if resolution is None:
         resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry)
-        with _cache_lock:
-            if len(_cache) >= CACHE_SIZE:
-                _cache.pop(next(iter(_cache)), None)
-            _cache[key] = resolution
+        if not resolution.provisional:
+            with _cache_lock:
+                if len(_cache) >= CACHE_SIZE:
+                    _cache.pop(next(iter(_cache)), None)
+                _cache[key] = resolution
     if resolution.forced and not resolution.decision(resolution.forced).supported:
         raise BackendUnavailableError(resolution, resolution.forced)
     return resolution

@@ -513,9 +513,6 @@ STALE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(reason="a resolution cached while the probe import was pending keeps 'still running' "
-                          "after the import finishes (the resolve cache does not know the verdict is provisional)",
-                   strict=False)
 def test_a_pending_probe_verdict_is_not_cached_forever(tmp_path):
     _fake_fa4(tmp_path, "import time\ntime.sleep(0.5)\n"
                         "def _validate_head_dims(head_dim, head_dim_v, compute_capability, alignment):\n    pass\n")

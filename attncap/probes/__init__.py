@@ -22,6 +22,7 @@ class ProbeVerdict:
     probe: str
     supported: bool | None  # None = no opinion
     message: str
+    provisional: bool = False  # may change soon (e.g. the library is still importing): not cached
 
     def describe(self) -> str:
         word = {True: "supported", False: "unsupported", None: "no opinion"}[self.supported]
@@ -49,8 +50,8 @@ class Probe:
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    def verdict(self, supported: bool | None, message: str) -> ProbeVerdict:
-        return ProbeVerdict(self.name, supported, message)
+    def verdict(self, supported: bool | None, message: str, *, provisional: bool = False) -> ProbeVerdict:
+        return ProbeVerdict(self.name, supported, message, provisional)
 
 
 _probes: dict[str, Probe] = {}

@@ -49,7 +49,9 @@ class FA4HeadDimProbe(Probe):
             return cached
         validator = self._load()
         if validator is None:
-            return self.verdict(None, self._failure or self._pending or "validator unavailable")
+            if self._failure is None and self._pending:  # still importing: ask again next time
+                return self.verdict(None, self._pending, provisional=True)
+            return self.verdict(None, self._failure or "validator unavailable")
         verdict = self._call(validator, args)
         self._results[args] = verdict
         return verdict
