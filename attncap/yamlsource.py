@@ -138,6 +138,8 @@ class Document:
 def dotted(path: Path_) -> str:
     out = ""
     for part in path:
+        if isinstance(part, str) and not part.isprintable():
+            part = repr(part)  # a key with a newline or a control character: keep the problem on one line
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -152,6 +154,12 @@ def read_document(path: Path, display: str | None = None) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise YamlError(Problem(name, line, col, "", f"invalid YAML: {exc.problem or exc.context}")) from None
+    except yaml.reader.ReaderError:  # a control character; libyaml's position is in bytes: find it ourselves
+        bad = yaml.reader.Reader.NON_PRINTABLE.search(text)
+        at = bad.start() if bad else 0
+        line, col = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+        char = f" {bad.group()!r}" if bad else ""
+        raise YamlError(Problem(name, line, col, "", f"invalid YAML: character{char} is not allowed")) from None
     except yaml.YAMLError as exc:
         raise YamlError(Problem(name, 1, 1, "", f"invalid YAML: {exc}")) from None
     except RecursionError:

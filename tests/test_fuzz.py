@@ -162,6 +162,7 @@ def _check_load_or_problems(name: str, text: str, binary: bool = False) -> None:
             rendered = str(p)
             m = PROBLEM.match(rendered)
             assert m and m["file"] == p.file, rendered
+            assert rendered.isprintable(), rendered  # one line, no control characters
             assert p.line >= 1 and p.column >= 1, rendered
             assert p.message.strip(), rendered
             if p.file == str(overlay):
@@ -179,6 +180,8 @@ def _check_load_or_problems(name: str, text: str, binary: bool = False) -> None:
 @settings(max_examples=int(60 * SCALE), **FAST)
 @given(structured_mutation())
 @example(("archs.yaml", ".inf\n...\n"))  # YAML's .inf and .nan once crashed the float conversion
+@example(("torch_sdpa_math.yaml", 'backend: torch-sdpa-math\n"a\\rb\\nc": 1\n'))  # a control character in a key
+@example(("archs.yaml", "archs: []\nx: a\x00b\n"))  # a control character: located, on one line
 @example(("flash_attn_4.yaml", "backend: flash-attn-4\nsupport: [{id: x, head_dim_qk: {min: -.nan}, source: s}]\n"))
 def test_structurally_mutated_files_load_or_give_located_problems(case):
     _check_load_or_problems(*case)

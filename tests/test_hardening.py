@@ -605,3 +605,14 @@ def test_yaml_special_floats_are_values_not_crashes(tmp_path):
     path.write_text("a: [.inf, -.inf, +.INF, .nan, .NaN, 1.5]\n", encoding="utf-8")
     a = read_document(path).value["a"]
     assert a[:3] == [float("inf"), float("-inf"), float("inf")] and all(x != x for x in a[3:5]) and a[5] == 1.5
+
+
+@pytest.mark.parametrize("prefix", ["", "deep: " + "[" * 40 + "x" + "]" * 40 + "\n"])  # libyaml, pure Python
+def test_control_characters_are_located_on_one_line(tmp_path, prefix):
+    path = tmp_path / "ctl.yaml"
+    path.write_text(prefix + "a: caf\u00e9\nb: x\x00y\n", encoding="utf-8")  # libyaml counts bytes, not chars
+    with pytest.raises(YamlError) as caught:
+        read_document(path)
+    p = caught.value.problem
+    assert (p.line, p.column) == (prefix.count("\n") + 2, 5)
+    assert str(p).isprintable() and p.message == "invalid YAML: character '\\x00' is not allowed"
