@@ -207,6 +207,8 @@ def _window(value) -> tuple[int, int] | None:
     """(left, right) in tokens, -1 meaning unbounded; (-1, -1) is no window."""
     if value is None:
         return None
+    if isinstance(value, (str, bytes)):
+        raise InvalidQueryError("window", value, "(left, right) with -1 for unbounded, or None")
     try:
         left, right = value
     except (TypeError, ValueError):

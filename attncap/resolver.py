@@ -134,7 +134,9 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
     """Decide every backend for `query`; never raises for a valid query unless a forced backend can't run."""
     if env is None:
         env = Environment.detect()
-    key = (query, env, _environment_overrides(), _hashable(prefer), _hashable(disable), force, probes, registry)
+    # prefer/disable: None, a comma-separated string or an iterable (inlined: this is the hot path).
+    key = (query, env, _environment_overrides(), prefer if prefer is None or type(prefer) is str else tuple(prefer),
+           disable if disable is None or type(disable) is str else tuple(disable), force, probes, registry)
     resolution = _cache.get(key)
     if resolution is None:
         resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry)
@@ -146,11 +148,6 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
     if resolution.forced and not resolution.decision(resolution.forced).supported:
         raise BackendUnavailableError(resolution, resolution.forced)
     return resolution
-
-
-def _hashable(names):
-    """None, a comma-separated string, or an iterable of names, as a cache-key part."""
-    return names if names is None or isinstance(names, str) else tuple(names)
 
 
 def _environment_overrides() -> tuple:

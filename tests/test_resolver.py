@@ -202,6 +202,7 @@ def test_concurrent_resolves_agree_with_serial(registry):
     ("arch", "sm_75", "one of sm80"),
     ("mask", "diagonal", "one of none, causal"),
     ("window", (1, 2, 3), "(left, right)"),
+    ("window", b"ab", "(left, right)"),
 ])
 def test_invalid_query_values_name_field_value_and_allowed(field, value, fragment):
     kw = {"head_dim_qk": 64, field: value}
