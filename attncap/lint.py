@@ -18,33 +18,42 @@ from .yamlsource import Document, Problem
 
 DOCUMENT_CHECKS: dict[str, Callable] = {}
 REGISTRY_CHECKS: dict[str, Callable] = {}
+WARNING_ONLY: set[str] = set()  # checks that never report errors: loading skips them, validate runs them
 SCHEMA_LINE = "# yaml-language-server: $schema="
 
 
-def document_check(name: str):
+def document_check(name: str, *, warns_only: bool = False):
     def register(fn):
         DOCUMENT_CHECKS[name] = fn
+        if warns_only:
+            WARNING_ONLY.add(name)
         return fn
     return register
 
 
-def registry_check(name: str):
+def registry_check(name: str, *, warns_only: bool = False):
     def register(fn):
         REGISTRY_CHECKS[name] = fn
+        if warns_only:
+            WARNING_ONLY.add(name)
         return fn
     return register
 
 
-def check_document(doc: Document, model: Model) -> list[Problem]:
-    return [p for name, fn in DOCUMENT_CHECKS.items() for p in _named(name, fn(doc, model))]
+def check_document(doc: Document, model: Model, *, warnings: bool = True) -> list[Problem]:
+    return [p for name, fn in DOCUMENT_CHECKS.items() if warnings or name not in WARNING_ONLY
+            for p in _named(name, fn(doc, model))]
 
 
-def check_registry(registry) -> list[Problem]:
-    return [p for name, fn in REGISTRY_CHECKS.items() for p in _named(name, fn(registry))]
+def check_registry(registry, *, warnings: bool = True) -> list[Problem]:
+    return [p for name, fn in REGISTRY_CHECKS.items() if warnings or name not in WARNING_ONLY
+            for p in _named(name, fn(registry))]
 
 
 def _named(name: str, problems) -> Iterator[Problem]:
     for p in problems:
+        if name in WARNING_ONLY and p.severity == "error":  # loading skips it, so it must never fail
+            raise AssertionError(f"lint check {name!r} is declared warns_only but reported an error")
         yield Problem(p.file, p.line, p.column, p.field, p.message, p.severity, name)
 
 
@@ -73,7 +82,7 @@ def duplicate_ids(doc: Document, model: Model):
             seen.setdefault(rule.id, i)
 
 
-@document_check("schema-line")
+@document_check("schema-line", warns_only=True)
 def schema_line(doc: Document, model: Model):
     try:
         first = Path(doc.file).read_text(encoding="utf-8").split("\n", 1)[0]
@@ -244,7 +253,7 @@ def covers(b: Rule, a: Rule, vocab) -> bool:
     return set(a.passes) <= set(b.passes)
 
 
-@registry_check("shadowed-rule")
+@registry_check("shadowed-rule", warns_only=True)
 def shadowed_rules(registry):
     vocab = registry.vocabulary
     for name, backend in registry.backends.items():
@@ -297,7 +306,7 @@ def intersects(rule: Rule, issue: KnownIssue, vocab) -> bool:
     return satisfiable(rule.versions, issue.versions)
 
 
-@registry_check("dead-known-issue")
+@registry_check("dead-known-issue", warns_only=True)
 def dead_known_issues(registry):
     vocab = registry.vocabulary
     for name, backend in registry.backends.items():
@@ -308,7 +317,7 @@ def dead_known_issues(registry):
                     sub=("id",), severity="warning")
 
 
-@registry_check("install-template")
+@registry_check("install-template", warns_only=True)
 def install_template(registry):
     for name, backend in registry.backends.items():
         if backend.install and "{specifier}" not in backend.install:
@@ -317,7 +326,7 @@ def install_template(registry):
                 severity="warning")
 
 
-@registry_check("unknown-probe")
+@registry_check("unknown-probe", warns_only=True)
 def unknown_probe(registry):
     from . import probes
     for name, backend in registry.backends.items():

@@ -67,16 +67,17 @@ def forget_default_registry() -> None:
 
 
 def load_registry(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = True) -> Registry:
-    """Load and check the data; raise LoadError when any error is found (warnings are kept)."""
-    registry, problems = check_paths(data_dirs(extra, use_env=use_env))
-    errors = [p for p in problems if p.severity == "error"]
-    if errors or registry is None:
-        raise LoadError(errors)
-    registry.warnings = [p for p in problems if p.severity != "error"]
+    """Load and check the data; raise LoadError when any error is found.
+
+    Checks that can only warn are left to `attncap validate`: loading is on a framework's path.
+    """
+    registry, problems = check_paths(data_dirs(extra, use_env=use_env), warnings=False)
+    if registry is None:
+        raise LoadError(problems)
     return registry
 
 
-def check_paths(paths: list[Path]) -> tuple[Registry | None, list[Problem]]:
+def check_paths(paths: list[Path], *, warnings: bool = True) -> tuple[Registry | None, list[Problem]]:
     """Parse, validate, merge and lint; return the registry (None on errors) and all problems."""
     parsed: list[tuple[Document, Model]] = []
     problems: list[Problem] = []
@@ -84,7 +85,7 @@ def check_paths(paths: list[Path]) -> tuple[Registry | None, list[Problem]]:
         doc, model = _parse(path, problems)
         if model is not None:
             parsed.append((doc, model))
-            problems += lint.check_document(doc, model)
+            problems += lint.check_document(doc, model, warnings=warnings)
     if any(p.severity == "error" for p in problems):
         return None, problems
     merged = _Merger()
@@ -94,7 +95,7 @@ def check_paths(paths: list[Path]) -> tuple[Registry | None, list[Problem]]:
         return None, problems
     registry = merged.registry(problems)
     if registry is not None:
-        problems += lint.check_registry(registry)
+        problems += lint.check_registry(registry, warnings=warnings)
     if any(p.severity == "error" for p in problems):
         return None, problems
     return registry, problems

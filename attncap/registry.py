@@ -100,7 +100,6 @@ class Registry:
     backends: dict[str, BackendFile]
     origins: dict[tuple, Location]
     files: list[str]
-    warnings: list[Problem] = field(default_factory=list)
 
     def origin(self, *key) -> Location | None:
         return self.origins.get(key)
