@@ -85,7 +85,8 @@ def _arch_name(value) -> str:
 @lru_cache(maxsize=2)
 def _detect(with_torch: bool) -> Environment:
     from .loader import default_registry
-    packages = {b.package for b in default_registry().backends.values()} | set(ALWAYS_DETECTED)
+    backends = default_registry().backends.values()
+    packages = {p for b in backends for p in (b.package, *b.requires)} | set(ALWAYS_DETECTED)
     versions = {p: _distribution_version(p) for p in packages - {CUDNN}}
     versions[CUDNN] = next(filter(None, map(_distribution_version, CUDNN_DISTRIBUTIONS)), None)
     arch = None

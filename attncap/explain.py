@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from .resolver import evaluate
-from .rules import Ctx
+from .resolver import _ctx, evaluate
 
 
 def explain_backend(registry, backend: str, query, env, *, probes: bool = True) -> dict:
     b = registry.compiled[backend]
     arch = query.arch or env.arch
     vocab = registry.vocabulary
-    ctx = Ctx(arch, vocab.dtypes[query.dtype].bytes, env.version(b.package), env.cudnn, b.package, vocab.cc(arch))
+    ctx = _ctx(b, env, arch, vocab.dtypes[query.dtype].bytes, vocab.cc(arch))
     decision = evaluate(b, query, ctx, env, probes)
     skip = frozenset() if ctx.version else frozenset({"versions"})
 

@@ -172,6 +172,9 @@ def _data_path(doc: Document, loc: tuple) -> tuple:
     return path
 
 
+_MERGED_BY_ID = {"support", "features", "known_issues"}  # other keys of a backend overlay replace the value
+
+
 @dataclass
 class _Merger:
     """Accumulates vocabularies, policy and backends across directories, later ones winning."""
@@ -211,7 +214,7 @@ class _Merger:
     def _add_backend(self, doc: Document, new: BackendFile, problems: list[Problem]) -> None:
         old = self.backends.get(new.backend)
         b = new.backend
-        given = {k: getattr(new, k) for k in ("package", "install", "description", "probe") if k in new.model_fields_set}
+        given = {k: getattr(new, k) for k in new.model_fields_set - _MERGED_BY_ID - {"backend"}}
         for key in given:
             self.origins[(b, key)] = Location.of(doc, (key,))
         self.origins.setdefault((b, "backend"), Location.of(doc, ("backend",)))

@@ -149,6 +149,7 @@ class BackendFile(Model):
 
     backend: Name
     package: Name | None = None
+    requires: list[Name] = []  # other distributions that must be installed (any version), e.g. transformer-engine
     install: StrictStr | None = None
     description: StrictStr | None = None
     probe: ProbeDeclaration | None = None

@@ -213,15 +213,19 @@ def _plan(registry, arch, dtype, env, prefer, disable, force) -> tuple:
     order += [b for b in (*prefer, *registry.preference(arch)) if b not in order]
     elem_bytes = registry.vocabulary.dtypes[dtype].bytes
     cc = registry.vocabulary.cc(arch)
-    plan = tuple(
-        (name, None, None) if (force and name != force) or name in disable else
-        (name, compiled[name], Ctx(arch, elem_bytes, env.version(compiled[name].package), env.cudnn,
-                                   compiled[name].package, cc))
-        for name in order)
+    plan = tuple((name, None, None) if (force and name != force) or name in disable else
+                 (name, compiled[name], _ctx(compiled[name], env, arch, elem_bytes, cc)) for name in order)
     if len(_plans) > CACHE_SIZE:
         _plans.clear()
     _plans[key] = plan
     return plan
+
+
+def _ctx(b: CompiledBackend, env: Environment, arch: str, elem_bytes: int, cc) -> Ctx:
+    """What the rules of `b` are evaluated against; a missing required distribution counts as not installed."""
+    absent = tuple(r for r in b.requires if env.version(r) is None)
+    version = None if absent else env.version(b.package)
+    return Ctx(arch, elem_bytes, version, env.cudnn, b.package, cc, absent)
 
 
 def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, probes: bool) -> Decision:
@@ -277,7 +281,10 @@ def _feature_ok(view, alternatives, q, c) -> bool:
 
 def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]:
     reasons: list[Reason] = []
-    if not installed:
+    if c.absent:
+        reasons += [Reason("not_installed", f"{name} is not installed ({b.id} runs through it): pip install {name}",
+                           field="requires", expected=f"pip install {name}") for name in c.absent]
+    elif not installed:
         reasons.append(Reason("not_installed", f"{b.package} is not installed", field="versions"))
         reasons += _install_hint(b, q, c)
     elif not static:
@@ -295,8 +302,9 @@ def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]
 
 
 # How far a failed constraint puts a rule from the query: another arch is far, a rule for
-# other versions is farther than a head-dim limit of the installed one.
-_DISTANCE = {"arch": 100, "dtype": 10, "passes": 10, "versions": 5, "cudnn": 5}
+# other versions is farther than a head-dim limit of the installed one, and a rule for one
+# exact shape tells less than a range does.
+_DISTANCE = {"arch": 100, "dtype": 10, "passes": 10, "versions": 5, "cudnn": 5, "head_dims": 3}
 
 
 def _support_failures(b, q, c) -> list[Reason]:

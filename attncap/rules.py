@@ -27,6 +27,7 @@ class Ctx(NamedTuple):
     cudnn: str | None
     package: str
     cc: tuple[int, int]  # the arch's compute capability
+    absent: tuple[str, ...] = ()  # required distributions that are not installed (then version is None)
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ class CompiledBackend:
     id: str
     package: str
     install: str
+    requires: tuple[str, ...]
     probe: object  # ProbeDeclaration | None
     support: tuple[CompiledRule, ...]
     features: dict[str, tuple[CompiledRule, ...]]
@@ -309,7 +311,7 @@ def compile_backend(b: BackendFile, vocab) -> CompiledBackend:
     support = tuple(_rule(r, vocab, "support") for r in b.support)
     features = {name: tuple(_rule(r, vocab, "feature") for r in rules) for name, rules in b.features.items()}
     known = tuple(_known_issue(k, vocab) for k in b.known_issues)
-    return CompiledBackend(b.backend, b.package, b.install, b.probe, support, features, known)
+    return CompiledBackend(b.backend, b.package, b.install, tuple(b.requires), b.probe, support, features, known)
 
 
 def compile_registry(registry) -> dict[str, CompiledBackend]:

@@ -12,7 +12,8 @@ from attncap.models import Conditions, IntRange
 from attncap.rules import Ctx
 
 VERSIONS = {"flash-attn-4": ["4.0.0b4", "4.0.0b8", "4.0.0b10", "4.0.0b11", "4.0.0b16", "4.0.0b36"],
-            "flash-attn": ["2.3.0", "2.6.3", "2.8.3"], "torch": ["2.11.0", "2.13.0"]}
+            "flash-attn": ["2.3.0", "2.6.3", "2.8.3"], "torch": ["2.11.0", "2.13.0"],
+            "transformer-engine": ["2.9.0"]}  # cudnn-fused requires it; planes assume requirements are met
 
 
 def _plane_verdict(registry, backend, query, env, n=320):

@@ -28,10 +28,14 @@ def registry():
     return load_registry(use_env=False)
 
 
+# The matrix describes a version as if the backend's `requires` were installed (cudnn-fused: TE).
+REQUIRED = {"transformer-engine": "2.9.0"}
+
+
 def _env(package: str, version: str, cudnn: str | None) -> Environment:
     if package == "cudnn":
-        return Environment(cudnn=version)
-    return Environment(versions={package: version}, cudnn=cudnn)
+        return Environment(versions=REQUIRED, cudnn=version)
+    return Environment(versions={package: version, **REQUIRED}, cudnn=cudnn)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -182,3 +182,13 @@ def test_third_party_probe_through_registry(monkeypatch):
     fp8 = resolve(AttentionQuery(arch="sm90", head_dim_qk=128, dtype="fp8_e4m3"), env).decision("flash-attn-4")
     assert not fp8.supported  # the probe judges head dims only: the dtype rule still holds
     attncap.clear_cache()
+
+
+def test_sdpa_probe_without_cuda_has_no_opinion():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("covered by tests/gpu/test_sdpa_probe_gpu.py")
+    env = Environment(versions={"torch": importlib.metadata.version("torch")})
+    d = resolve(AttentionQuery(arch="sm90", head_dim_qk=128), env).decision("torch-sdpa-flash")
+    assert d.probe is not None and d.probe.supported is None and "no CUDA device" in d.probe.message
+    assert d.supported and d.decided_by == "static"

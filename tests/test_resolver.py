@@ -266,3 +266,25 @@ def test_cli_explain_lists_every_rule(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 1
     assert "sm90-range: fail" in out and "sm100-hd256: fail" in out and "toy-attn 1.4 does not satisfy >=1.5" in out
+
+
+def test_a_required_distribution_must_be_installed_too(tmp_path):
+    (tmp_path / "toy_attn.yaml").write_text(TOY)
+    (tmp_path / "toy_fused.yaml").write_text(
+        "backend: toy-fused\npackage: cudnn\nrequires: [toy-engine]\ninstall: pip install \"toy-cudnn{specifier}\"\n"
+        "support:\n  - {id: all, versions: \">=9\", source: toy}\n")
+    registry = attncap.load_registry((tmp_path,), use_env=False)
+    query = q(registry, arch="sm90", head_dim_qk=64)
+    without = resolve(query, Environment(cudnn="9.1"), registry=registry, probes=False).decision("toy-fused")
+    assert (without.supported, without.decided_by) == (False, "not_installed")
+    assert [r.message for r in without.reasons] == [
+        "toy-engine is not installed (toy-fused runs through it): pip install toy-engine"]
+    env = Environment(versions={"toy-engine": "1.0"}, cudnn="9.1")
+    assert resolve(query, env, registry=registry, probes=False).decision("toy-fused").supported
+
+
+def test_an_overlay_replaces_scalar_keys_and_keeps_the_rest(tmp_path):
+    (tmp_path / "torch_sdpa_math.yaml").write_text("backend: torch-sdpa-math\nrequires: [toy-engine]\n")
+    registry = attncap.load_registry((tmp_path,), use_env=False)
+    math = registry.backends["torch-sdpa-math"]
+    assert math.requires == ["toy-engine"] and math.package == "torch" and math.support

@@ -40,6 +40,9 @@ class SDPAProbe(Probe):
             return self.verdict(None, f"the GPU is not {ctx.arch}")
         if query.dtype not in _TORCH_DTYPES:
             return self.verdict(None, f"dtype {query.dtype} cannot be probed")
+        if query.mask == "causal_bottom_right" and query.cross_attention:
+            # SDPA takes bottom-right causal as a causal_lower_right bias, which SDPAParams cannot express.
+            return self.verdict(None, "bottom-right causal with seqlen_q != seqlen_kv cannot be asked of can_use_*")
         key = query
         if key not in self._results:
             self._results[key] = self._ask(torch, query)
