@@ -115,10 +115,10 @@ def cmd_info(args) -> int:
     from .loader import default_registry
     env = Environment.detect(device=args.device)
     registry = default_registry()
-    packages = sorted({b.package for b in registry.backends.values()} | {"torch"})
+    packages = sorted({p for b in registry.backends.values() for p in (b.package, *b.requires)} | {"torch"})
     data = {"arch": env.arch, "versions": {p: env.version(p) for p in packages},
             "backends": {n: registry.backends[n].package for n in sorted(registry.backends)},
-            "probes": probes.names(), "data": registry.files}
+            "probes": {name: probes.get(name).status() for name in probes.names()}, "data": registry.files}
     if args.json:
         print(report.to_json(data))
         return 0
@@ -127,7 +127,9 @@ def cmd_info(args) -> int:
     for p in packages:
         print(f"  {p:<20} {env.version(p) or '-'}")
     print(f"backends: {', '.join(data['backends'])}")
-    print(f"probes: {', '.join(data['probes'])}")
+    print("probes:")
+    for name, status in data["probes"].items():
+        print(f"  {name:<20} {status}")
     print(f"data: {len(registry.files)} files")
     return 0
 

@@ -288,3 +288,23 @@ def test_an_overlay_replaces_scalar_keys_and_keeps_the_rest(tmp_path):
     registry = attncap.load_registry((tmp_path,), use_env=False)
     math = registry.backends["torch-sdpa-math"]
     assert math.requires == ["toy-engine"] and math.package == "torch" and math.support
+
+
+def test_debug_variable_logs_each_new_decision(registry, monkeypatch, caplog):
+    query, env = q(registry, arch="sm90", head_dim_qk=72), Environment(versions={"toy-attn": "1.5"})
+    monkeypatch.setenv("ATTNCAP_DEBUG", "1")
+    attncap.clear_cache()
+    with caplog.at_level("DEBUG", logger="attncap"):
+        resolve(query, env, registry=registry, probes=False)
+    [record] = [r for r in caplog.records if r.name == "attncap"]
+    assert "-> toy-attn" in record.getMessage() and "sm90-range" in record.getMessage()
+
+
+def test_cli_info_lists_packages_backends_and_probe_status(capsys):
+    from attncap.cli import main
+    assert main(["info", "--json"]) == 0
+    import json
+    data = json.loads(capsys.readouterr().out)
+    assert "transformer-engine" in data["versions"] and "flash-attn-4" in data["backends"]
+    assert set(data["probes"]) >= {"fa4-head-dims", "torch-sdpa-flash"}
+    assert all(isinstance(status, str) and status for status in data["probes"].values())

@@ -50,6 +50,11 @@ class Probe:
         except importlib.metadata.PackageNotFoundError:
             return None
 
+    def status(self) -> str:
+        """Whether the probe can answer here, in words (for `attncap info`); may import its library."""
+        version = self.installed_version()
+        return f"{self.package} {version} installed" if version else f"{self.package} not installed: no opinion"
+
     def verdict(self, supported: bool | None, message: str, *, provisional: bool = False) -> ProbeVerdict:
         return ProbeVerdict(self.name, supported, message, provisional)
 

@@ -75,6 +75,15 @@ class FA4HeadDimProbe(Probe):
             rows[qk] = row
         return rows
 
+    def status(self) -> str:
+        if self.installed_version() is None:
+            return f"{self.package} not installed: no opinion"
+        if sys.flags.optimize:
+            return "python -O strips the validator's asserts: no opinion"
+        validator = self._load()
+        return f"ready: {MODULE}.{FUNCTION} ({self.package} {self.installed_version()})" if validator else \
+            f"unavailable: {self.unavailable_reason()}"
+
     def unavailable_reason(self) -> str:
         return self._failure or self._pending or ("python -O strips asserts" if sys.flags.optimize else "")
 

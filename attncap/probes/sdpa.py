@@ -30,6 +30,14 @@ class SDPAProbe(Probe):
     def reset(self) -> None:
         self._results = {}
 
+    def status(self) -> str:
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return "answers only in processes that have imported torch, on a CUDA device"
+        if not torch.cuda.is_available():
+            return "no CUDA device: no opinion"
+        return f"ready: torch.backends.cuda.can_use_{self.kernel}_attention (torch {torch.__version__})"
+
     def check(self, query, ctx) -> ProbeVerdict:
         torch = sys.modules.get("torch")
         if torch is None:
