@@ -192,3 +192,25 @@ def test_sdpa_probe_without_cuda_has_no_opinion():
     d = resolve(AttentionQuery(arch="sm90", head_dim_qk=128), env).decision("torch-sdpa-flash")
     assert d.probe is not None and d.probe.supported is None and "no CUDA device" in d.probe.message
     assert d.supported and d.decided_by == "static"
+
+
+def test_a_probe_looks_up_the_installed_version_once(monkeypatch):
+    from attncap import probes
+    calls = []
+
+    class Counting(probes.Probe):
+        name, package, judges = "fa4-head-dims", "flash-attn-4", frozenset({"head_dim_qk", "head_dim_v"})
+
+        def installed_version(self):
+            calls.append(1)
+            return "4.0.0b36"
+
+        def check(self, query, ctx):
+            return self.verdict(True, "yes")
+    monkeypatch.setitem(probes._probes, "fa4-head-dims", Counting())
+    attncap.clear_cache()
+    env = Environment(versions={"flash-attn-4": "4.0.0b36"})
+    for hd in range(8, 136, 8):
+        resolve(AttentionQuery(arch="sm90", head_dim_qk=hd), env)
+    assert len(calls) == 1  # a metadata lookup costs ~0.5 ms: never per resolve
+    attncap.clear_cache()

@@ -25,10 +25,17 @@ class SDPAProbe(Probe):
     def __init__(self, kernel: str):
         self.kernel = kernel
         self.name = f"torch-sdpa-{kernel}"
-        self._results: dict = {}
+        self.reset()
 
     def reset(self) -> None:
         self._results = {}
+        self._gpu = None  # (cuda available, compute capability), asked of torch once
+
+    def _device(self, torch) -> tuple[bool, tuple[int, int] | None]:
+        if self._gpu is None:
+            available = torch.cuda.is_available()
+            self._gpu = (available, tuple(torch.cuda.get_device_capability()) if available else None)
+        return self._gpu
 
     def status(self) -> str:
         torch = sys.modules.get("torch")
@@ -42,9 +49,10 @@ class SDPAProbe(Probe):
         torch = sys.modules.get("torch")
         if torch is None:
             return self.verdict(None, "torch is not imported; attncap does not import it for a probe")
-        if not torch.cuda.is_available():
+        available, cc = self._device(torch)
+        if not available:
             return self.verdict(None, "no CUDA device")
-        if tuple(torch.cuda.get_device_capability()) != tuple(ctx.cc):
+        if cc != tuple(ctx.cc):
             return self.verdict(None, f"the GPU is not {ctx.arch}")
         if query.dtype not in _TORCH_DTYPES:
             return self.verdict(None, f"dtype {query.dtype} cannot be probed")
