@@ -7,6 +7,7 @@ torch.bfloat16 are all accepted.
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
 
 MASKS = ("none", "causal", "causal_bottom_right", "padding", "arbitrary")
@@ -29,6 +30,9 @@ class InvalidQueryError(ValueError):
 FIELDS = ("arch", "dtype", "head_dim_qk", "head_dim_v", "num_heads_q", "num_heads_kv", "seqlen_q", "seqlen_kv",
           "training", "mask", "window", "dropout", "softcap", "bias", "layout", "pad_between_seqs", "page_size",
           "deterministic", "sinks")
+
+
+_FIELD_VALUES = attrgetter(*FIELDS)  # one C call for the key tuple
 
 
 class AttentionQuery:
@@ -72,7 +76,7 @@ class AttentionQuery:
         s(self, "cross_attention", known and self.seqlen_q != self.seqlen_kv)
         # Unknown lengths do not reject (as everywhere in attncap): either causal alignment will do.
         s(self, "features", _features(self, same_lengths=not self.cross_attention))
-        s(self, "_key", tuple(getattr(self, f) for f in FIELDS))
+        s(self, "_key", _FIELD_VALUES(self))
         s(self, "_hash", hash(self._key))
 
     def __setattr__(self, name, value):

@@ -66,6 +66,10 @@ def bench_resolve(rows: list) -> None:
     cached = median_per_call(lambda: resolve(q, ENV, probes=False), 100_000)
     lookup = median_per_call(lambda: floor.get(q), 100_000)
     rows.append(("resolve, cached", cached, "dict lookup", lookup, "<= 0.5 us"))
+    build = median_per_call(lambda: AttentionQuery(arch="sm100", dtype="bf16", head_dim_qk=128, training=True,
+                                                   mask="causal", seqlen_q=4096), 20_000)
+    raw = median_per_call(lambda: ("sm100", "bf16", 128, True, "causal", 4096), 20_000)
+    rows.append(("AttentionQuery(...) construction, validated", build, "tuple literal", raw, ""))
 
     chain = median_per_call(lambda: fa4_if_chain("sm100", "bf16", 128, 128, True, (4, 0, 0, 36)), 100_000)
     batch = queries(2550)
