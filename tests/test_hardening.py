@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import attncap
+from fakes import fake_fa4_site
 from attncap import AttentionQuery, Environment, resolve
 from attncap import resolver
 from attncap.loader import ENV_PATH, LoadError, check_paths, packaged_dir
@@ -458,17 +459,6 @@ def test_fa4_probe_first_import_races_with_resolves():
 
 # ---- probe faults -------------------------------------------------------------------------
 
-def _fake_fa4(site: Path, body: str) -> None:
-    pkg = site / "flash_attn" / "cute"
-    pkg.mkdir(parents=True)
-    (site / "flash_attn" / "__init__.py").write_text("")
-    (pkg / "__init__.py").write_text("")
-    (pkg / "interface.py").write_text(body)
-    meta = site / "flash_attn_4-4.0.0b36.dist-info"
-    meta.mkdir()
-    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: flash-attn-4\nVersion: 4.0.0b36\n")
-
-
 HANG = textwrap.dedent("""
     import json, time
     from attncap import AttentionQuery, Environment, resolve
@@ -484,7 +474,7 @@ HANG = textwrap.dedent("""
 
 
 def test_a_hanging_probe_import_is_waited_for_once(tmp_path):
-    _fake_fa4(tmp_path, "import time\ntime.sleep(30)\n"
+    fake_fa4_site(tmp_path, "import time\ntime.sleep(30)\n"
                         "def _validate_head_dims(head_dim, head_dim_v, compute_capability, alignment):\n    pass\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "ATTNCAP_PROBE_TIMEOUT": "1"}
     env.pop(ENV_PATH, None)
@@ -514,7 +504,7 @@ STALE = textwrap.dedent("""
 
 
 def test_a_pending_probe_verdict_is_not_cached_forever(tmp_path):
-    _fake_fa4(tmp_path, "import time\ntime.sleep(0.5)\n"
+    fake_fa4_site(tmp_path, "import time\ntime.sleep(0.5)\n"
                         "def _validate_head_dims(head_dim, head_dim_v, compute_capability, alignment):\n    pass\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "ATTNCAP_PROBE_TIMEOUT": "0.1"}
     env.pop(ENV_PATH, None)

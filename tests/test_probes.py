@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import attncap
+from fakes import fake_fa4_site
 from attncap import AttentionQuery, Environment, resolve
 from attncap.drift import run_drift
 
@@ -126,21 +127,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _fake_site(tmp_path: Path, body: str) -> Path:
-    pkg = tmp_path / "flash_attn" / "cute"
-    pkg.mkdir(parents=True)
-    (tmp_path / "flash_attn" / "__init__.py").write_text("")
-    (pkg / "__init__.py").write_text("")
-    (pkg / "interface.py").write_text(body)
-    meta = tmp_path / "flash_attn_4-4.0.0b36.dist-info"
-    meta.mkdir()
-    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: flash-attn-4\nVersion: 4.0.0b36\n")
-    return tmp_path
-
-
 @pytest.mark.parametrize("fault", sorted(FAKES))
 def test_probe_faults_degrade_to_no_opinion(tmp_path, fault):
-    site = _fake_site(tmp_path, FAKES[fault])
+    site = fake_fa4_site(tmp_path, FAKES[fault])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.getcwd()]), "ATTNCAP_PROBE_TIMEOUT": "0.5"}
     flags = ["-O"] if fault == "optimize" else []
     proc = subprocess.run([sys.executable, *flags, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=60)
@@ -153,7 +142,7 @@ def test_probe_faults_degrade_to_no_opinion(tmp_path, fault):
 
 
 def test_a_working_fake_validator_overrides_the_table(tmp_path):
-    site = _fake_site(tmp_path, GOOD)
+    site = fake_fa4_site(tmp_path, GOOD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.getcwd()])}
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
