@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 import attncap
-from fakes import fake_fa4_site
 from attncap import AttentionQuery, Environment, resolve
 from attncap import resolver
+from fakes import fake_fa4_site
 from attncap.loader import ENV_PATH, LoadError, check_paths, packaged_dir
 from attncap.yamlsource import YamlError, read_document
 
