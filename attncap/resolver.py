@@ -68,7 +68,7 @@ class Decision:
     __slots__ = ("backend", "supported", "decided_by", "rule", "static", "probe", "_compiled", "_query", "_ctx",
                  "_core", "_missing", "_reasons")
 
-    def __init__(self, backend, supported, decided_by, rule=None, static=None, probe=None, *, reasons=None,
+    def __init__(self, backend, supported, decided_by, rule=None, static=None, probe=None, reasons=None,
                  compiled=None, query=None, ctx=None, core=False, missing=()):
         self.backend, self.supported, self.decided_by = backend, supported, decided_by
         self.rule, self.static, self.probe, self._reasons = rule, static, probe, reasons
@@ -186,22 +186,26 @@ def _resolve(query, env, prefer, disable, force, probes, registry) -> Resolution
     arch = query.arch or env.arch
     if arch is None:
         raise InvalidQueryError("arch", None, "an arch (no GPU was detected; pass arch=..., e.g. 'sm90')")
-    plan = _plan(registry, arch, query.dtype, env, prefer, disable, force)
+    plan = _plan(registry, arch, query, env, prefer, disable, force)
     decisions = []
-    for name, b, ctx in plan:
+    for name, b, ctx, view in plan:
         if b is None:
             decisions.append(Decision(name, False, "disabled", reasons=_FORCED if force else _DISABLED))
         else:
-            decisions.append(evaluate(b, query, ctx, env, probes))
+            decisions.append(evaluate(b, query, ctx, env, probes, view))
     return Resolution(query, env, arch, tuple(decisions), force)
 
 
 _plans: dict = {}
 
 
-def _plan(registry, arch, dtype, env, prefer, disable, force) -> tuple:
-    """(backend, compiled backend or None if disabled, Ctx) in preference order; cached per environment."""
-    key = (registry, arch, dtype, env, prefer, disable, force)
+def _plan(registry, arch, query, env, prefer, disable, force) -> tuple:
+    """(backend, compiled backend or None if disabled, Ctx, View) in preference order.
+
+    Cached per environment, dtype and pass: everything here is the same for every query that shares them.
+    """
+    dtype = query.dtype
+    key = (registry, arch, dtype, query.training, env, prefer, disable, force)
     plan = _plans.get(key)
     if plan is not None:
         return plan
@@ -213,8 +217,15 @@ def _plan(registry, arch, dtype, env, prefer, disable, force) -> tuple:
     order += [b for b in (*prefer, *registry.preference(arch)) if b not in order]
     elem_bytes = registry.vocabulary.dtypes[dtype].bytes
     cc = registry.vocabulary.cc(arch)
-    plan = tuple((name, None, None) if (force and name != force) or name in disable else
-                 (name, compiled[name], _ctx(compiled[name], env, arch, elem_bytes, cc)) for name in order)
+    plan = []
+    for name in order:
+        if (force and name != force) or name in disable:
+            plan.append((name, None, None, None))
+        else:
+            b = compiled[name]
+            ctx = _ctx(b, env, arch, elem_bytes, cc)
+            plan.append((name, b, ctx, b.view(query, ctx)))  # views read only the query's dtype and pass
+    plan = tuple(plan)
     if len(_plans) > CACHE_SIZE:
         _plans.clear()
     _plans[key] = plan
@@ -228,10 +239,11 @@ def _ctx(b: CompiledBackend, env: Environment, arch: str, elem_bytes: int, cc) -
     return Ctx(arch, elem_bytes, version, env.cudnn, b.package, cc, absent)
 
 
-def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, probes: bool) -> Decision:
+def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, probes: bool, view=None) -> Decision:
     """One backend's decision: booleans now, reasons when asked (plain loops: this is the hot path)."""
     installed = c.version is not None
-    view = b.view(q, c)
+    if view is None:
+        view = b.view(q, c)
     rule = None
     for r in view.support:
         if r.matches(q, c):
@@ -253,8 +265,7 @@ def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, pr
     elif not installed:
         decided_by = "not_installed"
     rule_id = rule.id if rule is not None else ("probe" if core and verdict is not None else None)
-    return Decision(b.id, supported, decided_by, rule_id, static, verdict, compiled=b, query=q, ctx=c, core=core,
-                    missing=missing)
+    return Decision(b.id, supported, decided_by, rule_id, static, verdict, None, b, q, c, core, missing)
 
 
 def _apply_probe(b, q, c, static, verdict) -> tuple[bool, str]:
