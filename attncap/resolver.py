@@ -253,7 +253,7 @@ def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, pr
     core, decided_by, verdict = static, "static", None
     if probes and installed and b.probe is not None:
         verdict = probe_registry.judge(b, q, c, env)
-        core, decided_by = _apply_probe(b, q, c, static, verdict)
+        core, decided_by = _apply_probe(b, view, q, c, static, verdict)
     missing = ()
     for alternatives in q.features:
         if not _feature_ok(view, alternatives, q, c):
@@ -268,7 +268,7 @@ def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, pr
     return Decision(b.id, supported, decided_by, rule_id, static, verdict, None, b, q, c, core, missing)
 
 
-def _apply_probe(b, q, c, static, verdict) -> tuple[bool, str]:
+def _apply_probe(b, view, q, c, static, verdict) -> tuple[bool, str]:
     """The support verdict after the probe, and who decided it."""
     if verdict is None or verdict.supported is None or b.probe.mode == "advisory":
         return static, "static"
@@ -278,7 +278,7 @@ def _apply_probe(b, q, c, static, verdict) -> tuple[bool, str]:
         return static, "static"
     # override, probe says yes: the rules must still hold on everything the probe does not judge.
     judged = probe_registry.judged_fields(b.probe.name)
-    core = any(r.matches(q, c, judged) for r in b.view(q, c).support)
+    core = any(r.matches(q, c, judged) for r in view.support)
     return core, "probe" if core and not static else "static"
 
 
@@ -322,10 +322,11 @@ def _support_failures(b, q, c) -> list[Reason]:
     """Every failing constraint of the nearest support rule, and where the query would work."""
     if not b.support:
         return [Reason("unsupported", f"{b.id} declares no support rules")]
-    covered = sorted({a for r in b.support for a in _rule_archs(r)}, key=lambda a: (len(a), a))
-    if covered and c.arch not in covered:
-        return [Reason("arch", f"{b.id} has no rule for {c.arch}; its rules cover {', '.join(covered)}",
-                       field="arch", expected=covered, actual=c.arch)]
+    covered = _covered_archs(b)
+    if covered is not None and c.arch not in covered:
+        shown = _by_cc(covered)
+        return [Reason("arch", f"{b.id} has no rule for {c.arch}; its rules cover {', '.join(shown)}",
+                       field="arch", expected=shown, actual=c.arch)]
     newer = _version_rule(b, q, c)
     if newer is not None:  # only the version is wrong: name the rule that a newer release satisfies
         return newer.failures(q, c) + _install_hint(b, q, c)
@@ -335,23 +336,31 @@ def _support_failures(b, q, c) -> list[Reason]:
 
 
 def _elsewhere(b, q, c) -> list[Reason]:
-    """The archs on which the same query would be supported (support rules, features, known issues)."""
-    def works_on(arch: str) -> bool:
-        other = c._replace(arch=arch)
-        view = b.view(q, other)
-        return (any(r.matches(q, other) for r in view.support)
-                and all(_feature_ok(view, alts, q, other) for alts in q.features)
-                and not any(k.matches(q, other) for k in view.known_issues))
-    candidates = {a for r in b.support for a in _rule_archs(r)} - {c.arch}
-    archs = sorted(filter(works_on, candidates), key=lambda a: (len(a), a))  # sm90 before sm100
+    """The archs on which the same query would be supported (by the table: probes speak for this GPU only)."""
+    candidates = _named_archs(b) - {c.arch}
+    archs = _by_cc(a for a in candidates if evaluate(b, q, c._replace(arch=a), None, False).supported)
     if not archs:
         return []
     return [Reason("arch", f"{b.id} supports this query on {', '.join(archs)} only", field="arch",
                    expected=archs, actual=c.arch)]
 
 
-def _rule_archs(rule) -> frozenset:
-    return next((ch.allowed for ch in rule.checks if ch.field == "arch"), frozenset())
+def _rule_archs(rule) -> frozenset | None:
+    """The archs a rule names; None when it names none (it applies on every arch)."""
+    return next((ch.allowed for ch in rule.checks if ch.field == "arch"), None)
+
+
+def _named_archs(b) -> frozenset:
+    return frozenset().union(*filter(None, map(_rule_archs, b.support)))
+
+
+def _covered_archs(b) -> frozenset | None:
+    """The archs the support rules can apply on; None when one of them applies on every arch."""
+    return None if any(_rule_archs(r) is None for r in b.support) else _named_archs(b)
+
+
+def _by_cc(archs) -> list[str]:
+    return sorted(archs, key=lambda a: (len(a), a))  # sm90 before sm100
 
 
 def _version_rule(b, q, c):

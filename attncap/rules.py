@@ -197,8 +197,7 @@ class CompiledRule:
     checks: tuple[Check, ...]
     source: str | None
     versions: str | None
-    kind: str  # support | feature | known_issue
-    reason: str | None = None
+    reason: str | None = None  # known issues: why
 
     def __post_init__(self):
         object.__setattr__(self, "_tests", tuple(ch.test for ch in self.checks))
@@ -296,20 +295,20 @@ class CompiledBackend:
         return view
 
 
-def _rule(rule: Rule, vocab, kind: str) -> CompiledRule:
+def _rule(rule: Rule, vocab) -> CompiledRule:
     checks = compile_conditions(rule, vocab, optimistic=True, passes=rule.passes)
-    return CompiledRule(rule.id, checks, rule.source, rule.versions, kind)
+    return CompiledRule(rule.id, checks, rule.source, rule.versions)
 
 
 def _known_issue(issue: KnownIssue, vocab) -> CompiledRule:
     when = issue.when.model_copy(update={"versions": issue.versions}) if issue.versions else issue.when
     checks = compile_conditions(when, vocab, optimistic=False)
-    return CompiledRule(issue.id, checks, issue.source, issue.versions, "known_issue", issue.reason)
+    return CompiledRule(issue.id, checks, issue.source, issue.versions, issue.reason)
 
 
 def compile_backend(b: BackendFile, vocab) -> CompiledBackend:
-    support = tuple(_rule(r, vocab, "support") for r in b.support)
-    features = {name: tuple(_rule(r, vocab, "feature") for r in rules) for name, rules in b.features.items()}
+    support = tuple(_rule(r, vocab) for r in b.support)
+    features = {name: tuple(_rule(r, vocab) for r in rules) for name, rules in b.features.items()}
     known = tuple(_known_issue(k, vocab) for k in b.known_issues)
     return CompiledBackend(b.backend, b.package, b.install, tuple(b.requires), b.probe, support, features, known)
 

@@ -308,3 +308,16 @@ def test_cli_info_lists_packages_backends_and_probe_status(capsys):
     assert "transformer-engine" in data["versions"] and "flash-attn-4" in data["backends"]
     assert set(data["probes"]) >= {"fa4-head-dims", "torch-sdpa-flash"}
     assert all(isinstance(status, str) and status for status in data["probes"].values())
+
+
+def test_a_rule_without_arch_covers_every_arch_in_the_reasons(tmp_path):
+    # torch-sdpa-math's rule names no arch; an overlay adds one for a new arch beside it.
+    (tmp_path / "archs.yaml").write_text('archs:\n  - {name: sm130, compute_capability: "13.0", family: rubin}\n')
+    (tmp_path / "torch_sdpa_math.yaml").write_text(
+        "backend: torch-sdpa-math\nsupport:\n  - {id: sm130-fp8, arch: [sm130], dtype: [fp8_e5m2], source: t}\n")
+    registry = attncap.load_registry((tmp_path,), use_env=False)
+    query = AttentionQuery(arch="sm90", dtype="fp8_e5m2", head_dim_qk=64, vocabulary=registry.vocabulary)
+    d = resolve(query, Environment(versions={"torch": "2.13.0"}), registry=registry, probes=False)
+    messages = [r.message for r in d.decision("torch-sdpa-math").reasons]
+    assert not any("has no rule for sm90" in m for m in messages), messages
+    assert "torch-sdpa-math supports this query on sm130 only" in messages
