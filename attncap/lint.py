@@ -22,22 +22,19 @@ WARNING_ONLY: set[str] = set()  # checks that never report errors: loading skips
 SCHEMA_LINE = "# yaml-language-server: $schema="
 
 
-def document_check(name: str, *, warns_only: bool = False):
-    def register(fn):
-        DOCUMENT_CHECKS[name] = fn
-        if warns_only:
-            WARNING_ONLY.add(name)
-        return fn
-    return register
+def _registrar(table: dict[str, Callable]):
+    def check(name: str, *, warns_only: bool = False):
+        def register(fn):
+            table[name] = fn
+            if warns_only:
+                WARNING_ONLY.add(name)
+            return fn
+        return register
+    return check
 
 
-def registry_check(name: str, *, warns_only: bool = False):
-    def register(fn):
-        REGISTRY_CHECKS[name] = fn
-        if warns_only:
-            WARNING_ONLY.add(name)
-        return fn
-    return register
+document_check = _registrar(DOCUMENT_CHECKS)  # a check of one file (doc, model)
+registry_check = _registrar(REGISTRY_CHECKS)  # a check of the merged data (registry)
 
 
 def check_document(doc: Document, model: Model, *, warnings: bool = True) -> list[Problem]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from . import lint
-from .models import VOCABULARY_FILES, BackendFile, Model, PolicyFile
+from .models import VOCABULARY_FILES, ArchsFile, BackendFile, DtypesFile, Model, PolicyFile
 from .registry import Location, Registry, Vocabulary
 from .yamlsource import Document, Problem, YamlError, read_document
 
@@ -188,16 +188,15 @@ class _Merger:
 
     def add(self, doc: Document, model: Model, problems: list[Problem]) -> None:
         self.files.append(doc.file)
-        kind = type(model).__name__
-        if kind == "ArchsFile":
+        if isinstance(model, ArchsFile):
             for i, arch in enumerate(model.archs):
                 self.archs[arch.name] = arch
                 self.origins[("arch", arch.name)] = Location.of(doc, ("archs", i))
-        elif kind == "DtypesFile":
+        elif isinstance(model, DtypesFile):
             for i, dtype in enumerate(model.dtypes):
                 self.dtypes[dtype.name] = dtype
                 self.origins[("dtype", dtype.name)] = Location.of(doc, ("dtypes", i))
-        elif kind == "PolicyFile":
+        elif isinstance(model, PolicyFile):
             self._add_policy(doc, model)
         else:
             self._add_backend(doc, model, problems)
@@ -219,17 +218,17 @@ class _Merger:
             self.origins[(b, key)] = Location.of(doc, (key,))
         self.origins.setdefault((b, "backend"), Location.of(doc, ("backend",)))
         base = old or BackendFile(backend=b)
-        support = self._merge_rules(doc, b, "support", ("support",), base.support, new.support, problems)
-        known = self._merge_rules(doc, b, "known_issues", ("known_issues",), base.known_issues, new.known_issues,
-                                  problems)
+        support = self._merge_rules(doc, b, ("support",), base.support, new.support, problems)
+        known = self._merge_rules(doc, b, ("known_issues",), base.known_issues, new.known_issues, problems)
         features = dict(base.features)
         for name, rules in new.features.items():
-            features[name] = self._merge_rules(doc, b, f"features.{name}", ("features", name),
-                                               features.get(name, []), rules, problems)
+            features[name] = self._merge_rules(doc, b, ("features", name), features.get(name, []), rules, problems)
         self.backends[b] = base.model_copy(
             update={**given, "support": support, "known_issues": known, "features": features})
 
-    def _merge_rules(self, doc, backend, section, path, old, new, problems):
+    def _merge_rules(self, doc, backend, path, old, new, problems):
+        """Rules by id: a new id is added, a known id replaced, `remove: true` deletes it."""
+        section = ".".join(path)  # the key lint uses to find a rule's origin
         rules = {r.id: r for r in old}
         for i, rule in enumerate(new):
             where = path + (i,)
