@@ -211,10 +211,15 @@ def empty_ranges(registry):
             yield loc.problem("empty list: the rule covers no pass", sub=("passes",))
 
 
+def _in_range(r: IntRange | None, v: int) -> bool:
+    return r is None or ((r.min is None or v >= r.min) and (r.max is None or v <= r.max)
+                         and (r.multiple_of is None or v % r.multiple_of == 0))
+
+
 def _contains_range(outer: IntRange, inner: IntRange | None, values: list[int] | None) -> bool:
+    """Does `outer` hold every value `inner` (or the explicit `values`) can take?"""
     if values is not None:
-        return all((outer.min is None or v >= outer.min) and (outer.max is None or v <= outer.max)
-                   and (outer.multiple_of is None or v % outer.multiple_of == 0) for v in values)
+        return all(_in_range(outer, v) for v in values)
     if inner is None:
         return False
     return ((outer.min is None or (inner.min is not None and inner.min >= outer.min))
@@ -267,11 +272,6 @@ def _overlap_range(x: IntRange, y: IntRange) -> bool:
     lo = max(v for v in (x.min, y.min, 0) if v is not None)
     hi = min(v for v in (x.max, y.max, 10**9) if v is not None)
     return lo <= hi
-
-
-def _in_range(r: IntRange | None, v: int) -> bool:
-    return r is None or ((r.min is None or v >= r.min) and (r.max is None or v <= r.max)
-                         and (r.multiple_of is None or v % r.multiple_of == 0))
 
 
 def intersects(rule: Rule, issue: KnownIssue, vocab) -> bool:
