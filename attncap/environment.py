@@ -74,12 +74,8 @@ def _normalise(name: str) -> str:
 
 def _arch_name(value) -> str:
     from .loader import default_registry
-    vocab = default_registry().vocabulary
-    name = vocab.arch_name(value)
-    if name is None:
-        from .query import InvalidQueryError
-        raise InvalidQueryError("arch", value, f"one of {', '.join(vocab.archs)}")
-    return name
+    from .query import _arch
+    return _arch(default_registry().vocabulary, value)
 
 
 @lru_cache(maxsize=2)

@@ -107,10 +107,7 @@ def _rebuild(fields: dict) -> AttentionQuery:
     return AttentionQuery(**fields)
 
 
-_DEFAULTS = {"arch": None, "dtype": "bf16", "num_heads_q": None, "num_heads_kv": None, "seqlen_q": None,
-             "seqlen_kv": None, "training": False, "mask": "none", "window": None, "dropout": 0.0, "softcap": 0.0,
-             "bias": "none", "layout": "bshd", "pad_between_seqs": False, "page_size": None,
-             "deterministic": False, "sinks": False}
+_DEFAULTS = AttentionQuery.__init__.__kwdefaults__  # for a short repr
 
 
 def _features(q: AttentionQuery, *, same_lengths: bool) -> tuple:

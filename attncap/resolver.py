@@ -324,7 +324,7 @@ def _support_failures(b, q, c) -> list[Reason]:
         return [Reason("unsupported", f"{b.id} declares no support rules")]
     covered = _covered_archs(b)
     if covered is not None and c.arch not in covered:
-        shown = _by_cc(covered)
+        shown = _arch_order(covered)
         return [Reason("arch", f"{b.id} has no rule for {c.arch}; its rules cover {', '.join(shown)}",
                        field="arch", expected=shown, actual=c.arch)]
     newer = _version_rule(b, q, c)
@@ -338,7 +338,7 @@ def _support_failures(b, q, c) -> list[Reason]:
 def _elsewhere(b, q, c) -> list[Reason]:
     """The archs on which the same query would be supported (by the table: probes speak for this GPU only)."""
     candidates = _named_archs(b) - {c.arch}
-    archs = _by_cc(a for a in candidates if evaluate(b, q, c._replace(arch=a), None, False).supported)
+    archs = _arch_order(a for a in candidates if evaluate(b, q, c._replace(arch=a), None, False).supported)
     if not archs:
         return []
     return [Reason("arch", f"{b.id} supports this query on {', '.join(archs)} only", field="arch",
@@ -359,8 +359,8 @@ def _covered_archs(b) -> frozenset | None:
     return None if any(_rule_archs(r) is None for r in b.support) else _named_archs(b)
 
 
-def _by_cc(archs) -> list[str]:
-    return sorted(archs, key=lambda a: (len(a), a))  # sm90 before sm100
+def _arch_order(archs) -> list[str]:
+    return sorted(archs, key=lambda a: (len(a), a))  # by name: sm90 before sm100 (no vocabulary here)
 
 
 def _version_rule(b, q, c):
