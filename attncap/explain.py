@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .resolver import _ctx, evaluate
+from .resolver import _ctx, arch_of, evaluate
 
 
 def explain_backend(registry, backend: str, query, env, *, probes: bool = True) -> dict:
     b = registry.compiled[backend]
-    arch = query.arch or env.arch
+    arch = arch_of(query, env)
     vocab = registry.vocabulary
     ctx = _ctx(b, env, arch, vocab.dtypes[query.dtype].bytes, vocab.cc(arch))
     decision = evaluate(b, query, ctx, env, probes)

@@ -182,10 +182,16 @@ _FORCED = (Reason("disabled", "not considered: another backend is forced"),)
 _DISABLED = (Reason("disabled", "disabled by the caller (disable= or ATTNCAP_DISABLE)"),)
 
 
-def _resolve(query, env, prefer, disable, force, probes, registry) -> Resolution:
+def arch_of(query: AttentionQuery, env: Environment) -> str:
+    """The query's arch, else the environment's; InvalidQueryError when neither says."""
     arch = query.arch or env.arch
     if arch is None:
         raise InvalidQueryError("arch", None, "an arch (no GPU was detected; pass arch=..., e.g. 'sm90')")
+    return arch
+
+
+def _resolve(query, env, prefer, disable, force, probes, registry) -> Resolution:
+    arch = arch_of(query, env)
     plan = _plan(registry, arch, query, env, prefer, disable, force)
     decisions = []
     for name, b, ctx, view in plan:

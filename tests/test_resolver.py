@@ -321,3 +321,10 @@ def test_a_rule_without_arch_covers_every_arch_in_the_reasons(tmp_path):
     messages = [r.message for r in d.decision("torch-sdpa-math").reasons]
     assert not any("has no rule for sm90" in m for m in messages), messages
     assert "torch-sdpa-math supports this query on sm130 only" in messages
+
+
+def test_cli_explain_without_an_arch_is_a_clear_error(capsys, monkeypatch):
+    from attncap.cli import main
+    monkeypatch.setattr(attncap.Environment, "detect", staticmethod(lambda **kw: Environment()))
+    assert main(["explain", "flash-attn-4", "--head-dim", "64"]) == 2
+    assert "no GPU was detected" in capsys.readouterr().err
