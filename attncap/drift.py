@@ -46,6 +46,7 @@ class DriftReport:
     backend: str
     package: str
     version: str
+    probe: str
     findings: list[Finding]
     skipped: list[str]
     compared: int
@@ -68,7 +69,7 @@ def run_drift(registry, backend: str, env, *, archs=None, dtypes=None, n: int = 
     vocab = registry.vocabulary
     archs = archs or b.probe.archs or sorted(vocab.archs)
     dtypes = dtypes or sorted({d for r in registry.backends[backend].support for d in (r.dtype or vocab.dtypes)})
-    findings, skipped, compared, planes = [], [], 0, {}
+    findings, skipped, compared = [], [], 0
     for arch in archs:
         for dtype in dtypes:
             template = AttentionQuery(arch=arch, dtype=dtype, head_dim_qk=64, vocabulary=vocab)
@@ -77,15 +78,12 @@ def run_drift(registry, backend: str, env, *, archs=None, dtypes=None, n: int = 
             if not any(r.matches(template, ctx, HEAD_DIM_FIELDS) for r in b.support):
                 skipped.append(f"{arch} {dtype}: the table rejects it for reasons the probe does not judge")
                 continue
-            key = (ctx.cc[0], 16 // elem)
-            if key not in planes:
-                rows = probe.plane_rows(*key, n)
-                if rows is None:
-                    raise ValueError(f"probe {probe.name} is unavailable: {probe.unavailable_reason()}")
-                planes[key] = Plane(n, tuple(rows))
-            findings += _compare(regions(b, registry.backends[backend], template, ctx, n), planes[key], arch, dtype)
+            rows = probe.plane_rows(ctx, n)
+            if rows is None:
+                raise ValueError(f"probe {probe.name} is unavailable: {probe.unavailable_reason()}")
+            findings += _compare(regions(b, registry.backends[backend], template, ctx, n), Plane(n, rows), arch, dtype)
             compared += n * n
-    return DriftReport(backend, b.package, version, findings, skipped, compared)
+    return DriftReport(backend, b.package, version, probe.name, findings, skipped, compared)
 
 
 def _compare(r, probe: Plane, arch: str, dtype: str) -> list[Finding]:
@@ -101,14 +99,15 @@ def _compare(r, probe: Plane, arch: str, dtype: str) -> list[Finding]:
 def yaml_fix(report: DriftReport, f: Finding, index: int) -> str:
     """A YAML snippet that would remove this disagreement."""
     shape = _shape_yaml(f.qks, f.vs)
-    source = f"attncap drift against {report.package} {report.version} (flash_attn.cute.interface._validate_head_dims)"
+    source = f"attncap drift against {report.package} {report.version} (probe {report.probe})"
     if f.kind == "probe-only":
         return (f"support:\n  - id: drift-{f.arch}-{f.dtype}-{index}\n    arch: [{f.arch}]\n    dtype: [{f.dtype}]\n"
                 f"{shape}    versions: \">={report.version}\"\n    source: {source}\n")
     return (f"known_issues:\n  - id: drift-{f.arch}-{f.dtype}-{index}\n    versions: \">={report.version}\"\n"
             f"    when:\n      arch: [{f.arch}]\n      dtype: [{f.dtype}]\n"
             + shape.replace("    ", "      ", 1).replace("\n    ", "\n      ")
-            + f"    reason: the installed validator rejects these head dims\n    source: {source}\n")
+            + f"    reason: the installed {report.package} rejects these head dims (probe {report.probe})\n"
+            f"    source: {source}\n")
 
 
 def _shape_yaml(qks: list[int], vs: list[int]) -> str:

@@ -78,7 +78,7 @@ def test_matrix_with_the_installed_fa4_probe_equals_resolve(registry):
     from attncap import probes
     probe = probes.get("fa4-head-dims")
     installed = probe.installed_version()
-    if installed is None or probe.plane_rows(10, 8, 8) is None:
+    if installed is None or probe.status().startswith("unavailable"):
         pytest.skip("flash-attn-4's validator is not available")
     n = 320
     m = build_matrix(registry, "flash-attn-4", installed, "bf16", archs=["sm90", "sm100", "sm120"], n=n, probes=True)

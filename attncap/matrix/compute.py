@@ -129,7 +129,7 @@ class _ProbeSource:
     """The installed library's probe as planes, when it is consulted; `note` says why or why not."""
 
     def __init__(self, b, version: str, probes: bool, n: int):
-        self.decl, self.n, self.cache = b.probe, n, {}
+        self.decl, self.n = b.probe, n
         self.probe, self.note = _consulted_probe(b, version, probes)
         self.judged = probe_registry.judged_fields(self.decl.name) if self.probe else frozenset()
 
@@ -138,13 +138,10 @@ class _ProbeSource:
             return None, None
         if self.decl.archs and ctx.arch not in self.decl.archs:
             return None, f"outside the probe's archs ({', '.join(self.decl.archs)})"
-        key = (ctx.cc[0], 16 // ctx.elem_bytes)
-        if key not in self.cache:
-            rows = self.probe.plane_rows(*key, self.n)
-            self.cache[key] = None if rows is None else Plane(self.n, tuple(rows))
-        if self.cache[key] is None:
+        rows = self.probe.plane_rows(ctx, self.n)  # the probe maps ctx to its own arguments and caches
+        if rows is None:
             return None, f"probe unavailable: {self.probe.unavailable_reason()}"
-        return self.cache[key], None
+        return Plane(self.n, rows), None
 
 
 def _core(b, bf, template, ctx, judged, n) -> Plane:

@@ -38,6 +38,7 @@ class FA4HeadDimProbe(Probe):
             self._failure: str | None = None
             self._pending: str | None = None
             self._results: dict[tuple, ProbeVerdict] = {}
+            self._planes: dict[tuple, tuple[int, ...]] = {}
 
     def check(self, query, ctx) -> ProbeVerdict:
         if sys.flags.optimize:
@@ -56,24 +57,30 @@ class FA4HeadDimProbe(Probe):
         self._results[args] = verdict
         return verdict
 
-    def plane_rows(self, cc_major: int, alignment: int, n: int) -> list[int] | None:
-        """The validator's verdict on the whole (qk, v) plane as bitmask rows; None if unavailable."""
+    def plane_rows(self, ctx, n: int) -> tuple[int, ...] | None:
+        """The validator's verdict on the (qk, v) plane 1..n for ctx's arch and dtype, as bitmask rows
+        (bit v of row qk set = accepted); None when the validator is unavailable. Cached."""
         if sys.flags.optimize:
             return None
-        validator = self._load()
-        if validator is None:
-            return None
+        args = (ctx.cc[0], 16 // ctx.elem_bytes, n)
+        if args not in self._planes:
+            validator = self._load()
+            if validator is None:
+                return None
+            self._planes[args] = self._plane(validator, *args)
+        return self._planes[args]
+
+    @staticmethod
+    def _plane(validator, cc_major: int, alignment: int, n: int) -> tuple[int, ...]:
         rows = [0] * (n + 1)
         for qk in range(1, n + 1):
-            row = 0
             for v in range(1, n + 1):
                 try:
                     validator(qk, v, cc_major, alignment)
                 except AssertionError:
                     continue
-                row |= 1 << v
-            rows[qk] = row
-        return rows
+                rows[qk] |= 1 << v
+        return tuple(rows)
 
     def status(self) -> str:
         if self.installed_version() is None:
