@@ -7,6 +7,7 @@ import os
 import sys
 
 from . import report
+from .query import BIASES, LAYOUTS, MASKS
 
 
 def _query_args(p: argparse.ArgumentParser) -> None:
@@ -17,15 +18,15 @@ def _query_args(p: argparse.ArgumentParser) -> None:
     q.add_argument("--head-dim-v", type=int, help="default: --head-dim")
     q.add_argument("--training", action="store_true", help="backward pass needed")
     q.add_argument("--causal", action="store_true", help="causal mask, top-left aligned (PyTorch convention)")
-    q.add_argument("--mask", choices=["none", "causal", "causal_bottom_right", "padding", "arbitrary"])
+    q.add_argument("--mask", choices=MASKS)
     q.add_argument("--window", help="sliding window L,R (-1 = unbounded)")
     q.add_argument("--dropout", type=float, default=0.0)
     q.add_argument("--softcap", type=float, default=0.0)
-    q.add_argument("--bias", default="none", choices=["none", "alibi", "post_scale"])
+    q.add_argument("--bias", default="none", choices=BIASES)
     q.add_argument("--gqa", help="query heads:kv heads, e.g. 32:8")
     q.add_argument("--seqlen-q", type=int)
     q.add_argument("--seqlen-kv", type=int)
-    q.add_argument("--layout", default="bshd", choices=["bshd", "sbhd", "thd"])
+    q.add_argument("--layout", default="bshd", choices=LAYOUTS)
     q.add_argument("--page-size", type=int, help="paged KV cache page size")
     q.add_argument("--deterministic", action="store_true")
     q.add_argument("--sinks", action="store_true")
@@ -41,9 +42,8 @@ def _query_args(p: argparse.ArgumentParser) -> None:
 def _context(args):
     """(registry, query, env) from the parsed arguments; raises ValueError on bad input."""
     from .environment import Environment
-    from .loader import load_registry
+    from .loader import default_registry, load_registry
     from .query import AttentionQuery
-    from .loader import default_registry
     registry = load_registry(tuple(args.data)) if args.data else default_registry()
     heads = _pair(args.gqa, ":", "--gqa") if args.gqa else (None, None)
     window = _pair(args.window, ",", "--window") if args.window else None
