@@ -137,14 +137,36 @@ def regions(b: CompiledBackend, models, template: AttentionQuery, ctx: Ctx, n: i
     return Regions(installed, support, features, issues)
 
 
+def runs(values: list[int]) -> list[list[int]]:
+    """Sorted values as arithmetic runs: [8, 16, 24, 512] -> [[8, 16, 24], [512]]."""
+    out, i = [], 0
+    while i < len(values):
+        j = i + 1
+        if j < len(values):
+            step = values[j] - values[i]
+            while j + 1 < len(values) and values[j + 1] - values[j] == step:
+                j += 1
+            # a pair followed by a longer run reads better as a single value and that run
+            if j == i + 1 and j + 2 < len(values) and values[j + 1] - values[j] == values[j + 2] - values[j + 1]:
+                j = i
+        else:
+            j = i
+        out.append(values[i:j + 1])
+        i = j + 1
+    return out
+
+
+def describe_run(run: list[int]) -> str:
+    if len(run) == 1:
+        return str(run[0])
+    if len(run) == 2:
+        return f"{run[0]}, {run[1]}"
+    step = run[1] - run[0]
+    return f"{run[0]}..{run[-1]}" + (f" step {step}" if step > 1 else "")
+
+
 def describe_values(values: list[int]) -> str:
-    """'8..256 step 8', '64', or a short list."""
-    if len(values) == 1:
-        return str(values[0])
-    step = values[1] - values[0]
-    if all(b - a == step for a, b in zip(values, values[1:])):
-        return f"{values[0]}..{values[-1]}" + (f" step {step}" if step > 1 else "")
-    return ", ".join(map(str, values[:12])) + (" ..." if len(values) > 12 else "")
+    return ", ".join(describe_run(r) for r in runs(values))
 
 
 def blocks(plane: Plane) -> list[tuple[list[int], list[int]]]:

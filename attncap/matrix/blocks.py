@@ -4,39 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..grid import Plane
-
-
-def runs(values: list[int]) -> list[list[int]]:
-    """Sorted values as arithmetic runs: [8, 16, 24, 512] -> [[8, 16, 24], [512]]."""
-    out, i = [], 0
-    while i < len(values):
-        j = i + 1
-        if j < len(values):
-            step = values[j] - values[i]
-            while j + 1 < len(values) and values[j + 1] - values[j] == step:
-                j += 1
-            # a pair followed by a longer run reads better as a single value and that run
-            if j == i + 1 and j + 2 < len(values) and values[j + 1] - values[j] == values[j + 2] - values[j + 1]:
-                j = i
-        else:
-            j = i
-        out.append(values[i:j + 1])
-        i = j + 1
-    return out
-
-
-def describe_run(run: list[int]) -> str:
-    if len(run) == 1:
-        return str(run[0])
-    if len(run) == 2:
-        return f"{run[0]}, {run[1]}"
-    step = run[1] - run[0]
-    return f"{run[0]}..{run[-1]}" + (f" step {step}" if step > 1 else "")
-
-
-def describe_values(values: list[int]) -> str:
-    return ", ".join(describe_run(r) for r in runs(values))
+from ..grid import Plane, describe_run, describe_values, runs  # noqa: F401  (re-exported)
 
 
 def run_json(run: list[int]) -> dict:
