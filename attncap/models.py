@@ -22,6 +22,8 @@ Mask = Literal["none", "causal", "causal_bottom_right", "padding", "arbitrary"]
 Layout = Literal["bshd", "sbhd", "thd"]
 Bias = Literal["none", "alibi", "post_scale"]
 ProbeMode = Literal["override", "restrict", "advisory"]
+# What happens to a caller who runs into a known issue, worst last.
+Effect = Literal["raises", "compile_error", "resource_limit", "wrong_result", "crash", "poisons_cuda_context"]
 Feature = Literal[
     "causal", "causal_bottom_right", "padding_mask", "arbitrary_mask", "sliding_window",
     "dropout", "softcap", "alibi", "post_scale_bias", "gqa", "varlen", "pad_between_seqs",
@@ -132,6 +134,7 @@ class KnownIssue(Model):
     id: Name
     versions: Specifier | None = None
     when: Conditions = Conditions()
+    effect: Effect | None = None
     reason: StrictStr | None = None
     source: StrictStr | None = None
     note: StrictStr | None = None
