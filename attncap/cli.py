@@ -34,6 +34,9 @@ def _query_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--version", action="append", default=[], metavar="PACKAGE=VERSION",
                    help="e.g. flash-attn-4=4.0.0b11; PACKAGE= (empty) means not installed")
     e.add_argument("--cudnn", help="cuDNN runtime version, e.g. 9.10.2")
+    e.add_argument("--no-detect", action="store_true",
+                   help="ignore the installed packages: only --version/--cudnn count (Python: Environment(...)); "
+                        "without it they change the installed environment (Environment.detect().replace(...))")
     e.add_argument("--data", action="append", default=[], metavar="DIR", help="overlay capability directory")
     e.add_argument("--no-probes", action="store_true", help="answer from the table only")
     p.add_argument("--json", action="store_true")
@@ -61,7 +64,8 @@ def _context(args):
             raise ValueError(f"--version {item!r}: expected PACKAGE=VERSION")
         versions[package] = version or None
     # The query carries the arch (it may come from an overlay's vocabulary).
-    env = Environment.detect().replace(versions=versions, cudnn=args.cudnn)
+    base = Environment() if args.no_detect else Environment.detect()
+    env = base.replace(versions=versions, cudnn=args.cudnn)
     return registry, query, env
 
 
@@ -82,7 +86,16 @@ def cmd_resolve(args) -> int:
         print(exc, file=sys.stderr)
         return 1
     print(report.to_json(resolution.as_dict()) if args.json else report.resolution_text(resolution))
+    if not args.json:
+        print(_environment_line(args, env))
     return 0 if resolution.selected else 1
+
+
+def _environment_line(args, env) -> str:
+    """Which environment the answer is for: the rule is the same as in Python (environment.py)."""
+    given = " with --version/--cudnn" if args.version or args.cudnn else ""
+    where = "only --version/--cudnn (--no-detect)" if args.no_detect else f"installed packages{given}"
+    return f"environment: {where}: {env.describe()}"
 
 
 def cmd_explain(args) -> int:
@@ -116,13 +129,14 @@ def cmd_info(args) -> int:
     env = Environment.detect(device=args.device)
     registry = default_registry()
     packages = sorted({p for b in registry.backends.values() for p in (b.package, *b.requires)} | {"torch"})
-    data = {"arch": env.arch, "versions": {p: env.version(p) for p in packages},
+    data = {"arch": env.arch, "unknown_gpu": env.unknown_gpu, "versions": {p: env.version(p) for p in packages},
             "backends": {n: registry.backends[n].package for n in sorted(registry.backends)},
             "probes": {name: probes.get(name).status() for name in probes.names()}, "data": registry.files}
     if args.json:
         print(report.to_json(data))
         return 0
-    print(f"arch: {env.arch or 'no GPU detected (use --device to ask torch)'}")
+    no_arch = env.no_arch_message() + ("" if env.unknown_gpu or args.device else " (use --device to ask torch)")
+    print(f"arch: {env.arch or no_arch}")
     print("installed:")
     for p in packages:
         print(f"  {p:<20} {env.version(p) or '-'}")

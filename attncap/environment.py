@@ -3,6 +3,11 @@
 Versions come from distribution metadata (importlib.metadata), never from modules: FA2, FA3
 and FA4 all install into the `flash_attn` namespace. Every field can be given by hand to ask
 what-if questions from a CPU machine.
+
+One rule, in Python, the CLI and the pytest plugin: `Environment(...)` holds exactly what it is
+given (a pure what-if: any other package counts as not installed); `Environment.detect().replace(...)`
+changes some packages of the installed environment. The CLI's `--version`/`--cudnn` and pytest's
+`--attncap-env` are the latter; `--no-detect` (CLI, pytest) makes them the former.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Mapping
 
+from .query import InvalidQueryError
+
 CUDNN = "cudnn"  # the version key of the cuDNN runtime
 CUDNN_DISTRIBUTIONS = ("nvidia-cudnn-cu13", "nvidia-cudnn-cu12")
 ALWAYS_DETECTED = ("torch", "flash-attn", "flash-attn-3", "flash-attn-4", "transformer-engine")
@@ -20,15 +27,18 @@ ALWAYS_DETECTED = ("torch", "flash-attn", "flash-attn-3", "flash-attn-4", "trans
 class Environment:
     """Arch plus versions keyed by package (distribution name, or `cudnn`). Immutable, hashable."""
 
-    __slots__ = ("arch", "versions", "_key", "_hash")
+    __slots__ = ("arch", "versions", "unknown_gpu", "_key", "_hash")
 
-    def __init__(self, arch=None, versions: Mapping[str, str] | None = None, cudnn: str | None = None):
+    def __init__(self, arch=None, versions: Mapping[str, str] | None = None, cudnn: str | None = None, *,
+                 unknown_gpu: str | None = None):
+        # unknown_gpu: the compute capability ("13.0") of a detected GPU the vocabulary does not name
         merged = {_normalise(k): str(v) for k, v in (versions or {}).items() if v is not None}
         if cudnn is not None:
             merged[CUDNN] = str(cudnn)
         object.__setattr__(self, "arch", None if arch is None else _arch_name(arch))
         object.__setattr__(self, "versions", MappingProxyType(dict(sorted(merged.items()))))
-        object.__setattr__(self, "_key", (self.arch, tuple(self.versions.items())))
+        object.__setattr__(self, "unknown_gpu", None if self.arch is not None else unknown_gpu)
+        object.__setattr__(self, "_key", (self.arch, tuple(self.versions.items()), self.unknown_gpu))
         object.__setattr__(self, "_hash", hash(self._key))
 
     def __setattr__(self, name, value):
@@ -48,7 +58,7 @@ class Environment:
             merged.pop(_normalise(key), None)
             if value is not None:
                 merged[_normalise(key)] = value
-        return Environment(arch or self.arch, merged, cudnn)
+        return Environment(arch or self.arch, merged, cudnn, unknown_gpu=self.unknown_gpu)
 
     def __hash__(self) -> int:
         return self._hash
@@ -57,7 +67,19 @@ class Environment:
         return self is other or (isinstance(other, Environment) and self._key == other._key)
 
     def __repr__(self) -> str:
-        return f"Environment(arch={self.arch!r}, versions={dict(self.versions)!r})"
+        gpu = f", unknown_gpu={self.unknown_gpu!r}" if self.unknown_gpu else ""
+        return f"Environment(arch={self.arch!r}, versions={dict(self.versions)!r}{gpu})"
+
+    def describe(self) -> str:
+        """'flash-attn-4 4.0.0b11, torch 2.13.0, cuDNN 9.10.2', or 'no packages'."""
+        items = [f"{'cuDNN' if k == CUDNN else k} {v}" for k, v in self.versions.items()]
+        return ", ".join(items) or "no packages"
+
+    def no_arch_message(self) -> str:
+        """Why this environment has no arch: no GPU, or a GPU the data does not know."""
+        if self.unknown_gpu:
+            return unknown_gpu_message(self.unknown_gpu)
+        return "no GPU detected"
 
     @staticmethod
     def detect(*, device: bool = False) -> Environment:
@@ -66,6 +88,30 @@ class Environment:
         Cached; torch is never imported unless `device=True`.
         """
         return _detect(device or "torch" in sys.modules)
+
+
+def pure_what_if_note(env: Environment, packages) -> str | None:
+    """A hint when `env` lacks packages that are installed here: Environment(...) is a pure what-if."""
+    installed = Environment.detect()
+    lacking = sorted({p for p in packages if env.version(p) is None and installed.version(p) is not None})
+    if not lacking or env == installed:
+        return None
+    return (f"note: {', '.join(lacking)} {'is' if len(lacking) == 1 else 'are'} installed here but not in this "
+            "Environment: Environment(...) holds only what it is given; Environment.detect().replace(versions=...) "
+            "changes some packages of the installed environment (as the CLI's --version does)")
+
+
+def unknown_gpu_message(cc: str) -> str:
+    return (f"GPU with compute capability {cc} is not in the data; add it (docs/adding-hardware.md), "
+            "or name an arch")
+
+
+class UnknownGPUError(InvalidQueryError):
+    """The query needs the environment's arch, and its GPU is not in the vocabulary."""
+
+    def __init__(self, cc: str):
+        self.field, self.value, self.allowed = "arch", None, "an arch the data names"
+        ValueError.__init__(self, unknown_gpu_message(cc))
 
 
 def _normalise(name: str) -> str:
@@ -85,12 +131,13 @@ def _detect(with_torch: bool) -> Environment:
     packages = {p for b in backends for p in (b.package, *b.requires)} | set(ALWAYS_DETECTED)
     versions = {p: _distribution_version(p) for p in packages - {CUDNN}}
     versions[CUDNN] = next(filter(None, map(_distribution_version, CUDNN_DISTRIBUTIONS)), None)
-    arch = None
+    arch = unknown = None
     if with_torch:
         cc, cudnn = _torch_device()
-        arch = cc if cc and default_registry().vocabulary.arch_name(cc) else None  # unknown GPUs: no arch
+        known = cc and default_registry().vocabulary.arch_name(cc)
+        arch, unknown = (cc, None) if known else (None, cc)  # an unknown GPU: no arch, but say which
         versions[CUDNN] = cudnn or versions[CUDNN]
-    return Environment(arch, versions)
+    return Environment(arch, versions, unknown_gpu=unknown)
 
 
 def _distribution_version(name: str) -> str | None:

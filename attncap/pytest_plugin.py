@@ -8,8 +8,9 @@ backend can run that query in the environment (detected, or --attncap-env); othe
 skipped with attncap's reasons, never run on another backend. A marker `arch` is a
 requirement on the environment's arch. Fixtures: attncap_decision (the backend's Decision),
 attncap_env (the Environment markers are evaluated in), attncap_assert_selected.
-Options: --attncap-env arch=sm100,flash-attn-4=4.0.0b11,cudnn=9.10.2 (what-if; `pkg=` means
-not installed), --attncap-no-probes. Importing the plugin never imports torch or loads data.
+Options: --attncap-env arch=sm100,flash-attn-4=4.0.0b11,cudnn=9.10.2 (what-if: changes to the
+installed environment; `pkg=` means not installed), --attncap-no-detect (the --attncap-env items
+are the whole environment), --attncap-no-probes. Importing the plugin never imports torch or loads data.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ _DECISION = pytest.StashKey[object]()
 
 
 class _State:
-    def __init__(self, env_text: str | None, probes: bool):
-        self.env_text, self.probes = env_text, probes
+    def __init__(self, env_text: str | None, probes: bool, detect: bool = True):
+        self.env_text, self.probes, self.detect = env_text, probes, detect
         self._env = None
         self.skips: Counter = Counter()  # skip reason (without the prefix) -> count
 
@@ -35,7 +36,9 @@ class _State:
             from attncap import Environment
             from attncap.testing import parse_env
             keys = {item.partition("=")[0].strip() for item in (self.env_text or "").split(",")}
-            if "arch" in keys:
+            if not self.detect:  # a pure what-if, as Environment(...) and the CLI's --no-detect
+                base = Environment()
+            elif "arch" in keys:
                 base = Environment.detect()
             else:  # the arch must come from the GPU: let detection import torch
                 base = Environment.detect(device=True)
@@ -68,6 +71,9 @@ def pytest_addoption(parser):
     group.addoption("--attncap-env", metavar="KEY=VALUE,...", default=None,
                     help="evaluate attention_backend markers in a what-if environment, e.g. "
                          "arch=sm100,flash-attn-4=4.0.0b11,cudnn=9.10.2 (PACKAGE= means not installed)")
+    group.addoption("--attncap-no-detect", action="store_true", default=False,
+                    help="--attncap-env is the whole environment (Environment(...)), not changes to the installed "
+                         "one (Environment.detect().replace(...))")
     group.addoption("--attncap-no-probes", action="store_true", default=False,
                     help="answer attention_backend markers from the capability tables only")
     parser.addini("attncap_env", "default for --attncap-env", default=None)
@@ -78,7 +84,8 @@ def pytest_configure(config):
         "markers", f"{MARKER}(backend, **query): run only if attncap says `backend` can run the query "
                    "(AttentionQuery fields) here; otherwise skip with its reasons")
     text = config.getoption("attncap_env", None) or config.getini("attncap_env") or None
-    state = _State(text, probes=not config.getoption("attncap_no_probes", False))
+    state = _State(text, probes=not config.getoption("attncap_no_probes", False),
+                   detect=not config.getoption("attncap_no_detect", False))
     if text:
         from attncap import Environment
         from attncap.testing import MarkerError, parse_env

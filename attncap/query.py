@@ -38,7 +38,7 @@ _FIELD_VALUES = attrgetter(*FIELDS)  # one C call for the key tuple
 class AttentionQuery:
     """What the caller wants to run. `arch=None` means "the environment's arch"."""
 
-    __slots__ = FIELDS + ("gqa", "cross_attention", "features", "_key", "_hash")
+    __slots__ = FIELDS + ("gqa", "cross_attention", "features", "_vocabulary", "_key", "_hash")
 
     def __init__(self, *, head_dim_qk: int, dtype: Any = "bf16", head_dim_v: int | None = None, arch: Any = None,
                  num_heads_q: int | None = None, num_heads_kv: int | None = None, seqlen_q: int | None = None,
@@ -49,6 +49,7 @@ class AttentionQuery:
                  vocabulary=None):
         vocab = vocabulary or _default_vocabulary()
         s = object.__setattr__
+        s(self, "_vocabulary", vocabulary)  # kept for replace(): an overlay's arch must stay valid
         s(self, "arch", None if arch is None else _arch(vocab, arch))
         s(self, "dtype", _dtype(vocab, dtype))
         s(self, "head_dim_qk", _positive("head_dim_qk", head_dim_qk))
@@ -100,7 +101,8 @@ class AttentionQuery:
         return {f: getattr(self, f) for f in FIELDS}
 
     def replace(self, **changes) -> AttentionQuery:
-        return AttentionQuery(**{**self.as_dict(), **changes})
+        """A copy with some fields changed, validated against the vocabulary this query was built with."""
+        return AttentionQuery(**{**self.as_dict(), "vocabulary": self._vocabulary, **changes})
 
 
 def _rebuild(fields: dict) -> AttentionQuery:

@@ -13,9 +13,10 @@ import os
 import threading
 
 from . import probes as probe_registry
-from .environment import Environment
+from .environment import Environment, UnknownGPUError
 from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
+from .changes import smallest_changes
 from .rules import CompiledBackend, Ctx, Reason
 
 log = logging.getLogger("attncap")
@@ -55,7 +56,12 @@ class BackendUnavailableError(RuntimeError):
 class NoBackendError(RuntimeError):
     def __init__(self, resolution: Resolution):
         self.resolution = resolution
-        super().__init__(f"no attention backend can run {resolution.query!r}:\n{resolution.table()}")
+        from .environment import pure_what_if_note
+        packages = [p for d in resolution.decisions if d.decided_by == "not_installed" and d._ctx is not None
+                    for p in (d._ctx.package, *d._ctx.absent)]
+        note = pure_what_if_note(resolution.env, packages)
+        super().__init__(f"no attention backend can run {resolution.query!r}:\n{resolution.table()}\n"
+                         f"environment: {resolution.env.describe()}" + (f"\n{note}" if note else ""))
 
 
 class Decision:
@@ -185,6 +191,8 @@ _DISABLED = (Reason("disabled", "disabled by the caller (disable= or ATTNCAP_DIS
 def arch_of(query: AttentionQuery, env: Environment) -> str:
     """The query's arch, else the environment's; InvalidQueryError when neither says."""
     arch = query.arch or env.arch
+    if arch is None and env.unknown_gpu:
+        raise UnknownGPUError(env.unknown_gpu)
     if arch is None:
         raise InvalidQueryError("arch", None, "an arch (no GPU was detected; pass arch=..., e.g. 'sm90')")
     return arch
@@ -306,15 +314,22 @@ def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]
         reasons += _install_hint(b, q, c)
     elif not static:
         reasons += _support_failures(b, q, c)
-    if verdict is not None:
-        reasons.append(Reason("probe", f"probe {verdict.probe}: {verdict.describe()}", field="probe",
-                              expected=None, actual=verdict.supported))
+    probe = [] if verdict is None else [Reason("probe", f"probe {verdict.probe}: {verdict.describe()}", field="probe",
+                                               expected=None, actual=verdict.supported)]
+    if verdict is not None and verdict.supported is not None:
+        reasons += probe  # a probe with an opinion is a real reason; "no opinion" goes last
     for alternatives in missing:
         reasons += _feature_failures(b, alternatives, q, c, installed)
+    issue = False
     for k in b.known_issues if installed else ():
         if k.matches(q, c):
+            issue = True
             reasons.append(Reason("known_issue", f"known issue {k.id}: {k.reason}", k.id, k.source,
                                   expected=k.versions, actual=c.version))
+    if installed and (not core or missing or issue):
+        reasons += smallest_changes(b, q, c, versions=not any(r.code == "install" for r in reasons))
+    if verdict is not None and verdict.supported is None:
+        reasons += probe
     return reasons
 
 
@@ -379,8 +394,9 @@ def _version_rule(b, q, c):
 def _install_hint(b, q, c) -> list[Reason]:
     """The install command for a version that supports the query, from the matching rule's specifier."""
     best = _version_rule(b, q, c)
-    if best is None:
-        return [Reason("unsupported", f"no version of {b.package} supports this query on {c.arch}")]
+    if best is None:  # perhaps with another cuDNN too
+        return smallest_changes(b, q, c._replace(version=c.version or "0")) or \
+            [Reason("unsupported", f"no version of {b.package} supports this query on {c.arch}")]
     spec = best.versions or ""
     command = b.install.replace("{specifier}", spec)
     return [Reason("install", f"{b.package}{spec} supports this (rule {best.id}): {command}", best.id,

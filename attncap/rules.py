@@ -164,7 +164,9 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
     for field in ("seqlen_q", "seqlen_kv", "num_heads_q", "num_heads_kv", "page_size"):
         if getattr(cond, field) is not None:
             checks.append(_range_check(field, getattr(cond, field), optimistic))
-    for field in ("mask", "layout", "bias"):
+    if cond.mask is not None:
+        checks.append(_mask_check(frozenset(cond.mask), optimistic))
+    for field in ("layout", "bias"):
         if getattr(cond, field) is not None:
             checks.append(_set_check(field, frozenset(getattr(cond, field)), field,
                                      lambda q, c, f=field: getattr(q, f)))
@@ -176,6 +178,29 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
     if cond.cudnn is not None:
         checks.append(_version_check("cudnn", cond.cudnn, lambda c: c.cudnn, lambda c: "cuDNN"))
     return tuple(checks)
+
+
+_CAUSAL = frozenset({"causal", "causal_bottom_right"})
+
+
+def _mask_check(allowed: frozenset, optimistic: bool) -> Check:
+    """A mask set where causal and causal_bottom_right are one mask when seqlen_q == seqlen_kv.
+
+    Support and feature rules (optimistic) also accept unknown lengths; a known issue only fires
+    on lengths known to be equal.
+    """
+    shown = ", ".join(sorted(allowed))
+
+    def test(q, c):
+        m = q.mask
+        if m in allowed:
+            return True
+        if m not in _CAUSAL or not (_CAUSAL - {m}) & allowed:
+            return False
+        if optimistic:
+            return not q.cross_attention
+        return q.seqlen_q is not None and q.seqlen_q == q.seqlen_kv
+    return Check("mask", test, lambda q, c: (sorted(allowed), q.mask, f"mask {q.mask} is not one of {shown}"), allowed)
 
 
 def _alignment_check(n: int) -> Check:
@@ -198,6 +223,7 @@ class CompiledRule:
     source: str | None
     versions: str | None
     reason: str | None = None  # known issues: why
+    cudnn: str | None = None  # the rule's cuDNN specifier, for hints naming another cuDNN
 
     def __post_init__(self):
         object.__setattr__(self, "_tests", tuple(ch.test for ch in self.checks))
@@ -297,13 +323,13 @@ class CompiledBackend:
 
 def _rule(rule: Rule, vocab) -> CompiledRule:
     checks = compile_conditions(rule, vocab, optimistic=True, passes=rule.passes)
-    return CompiledRule(rule.id, checks, rule.source, rule.versions)
+    return CompiledRule(rule.id, checks, rule.source, rule.versions, cudnn=rule.cudnn)
 
 
 def _known_issue(issue: KnownIssue, vocab) -> CompiledRule:
     when = issue.when.model_copy(update={"versions": issue.versions}) if issue.versions else issue.when
     checks = compile_conditions(when, vocab, optimistic=False)
-    return CompiledRule(issue.id, checks, issue.source, issue.versions, issue.reason)
+    return CompiledRule(issue.id, checks, issue.source, issue.versions, issue.reason, cudnn=when.cudnn)
 
 
 def compile_backend(b: BackendFile, vocab) -> CompiledBackend:

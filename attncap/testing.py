@@ -103,9 +103,9 @@ def evaluate_marker(args: tuple, kwargs: dict, env: Environment, *, probes: bool
     if query.arch is not None and env.arch is not None and query.arch != env.arch:
         return None, f"{backend} on {env.arch}: the test is for {query.arch}"
     if query.arch is None and env.arch is None:
-        return None, f"{backend}: no GPU detected here (evaluate as if on one with --attncap-env arch=...)"
+        return None, f"{backend}: {env.no_arch_message()} here (evaluate as if on one with --attncap-env arch=...)"
     if query.arch is not None and env.arch is None:
-        return None, (f"{backend} on {query.arch}: no GPU detected here (evaluate as if on one with "
+        return None, (f"{backend} on {query.arch}: {env.no_arch_message()} here (evaluate as if on one with "
                       f"--attncap-env arch={query.arch})")
     resolution = resolve_quietly(query, env, probes=probes)
     decision = resolution.decision(backend)
