@@ -38,7 +38,7 @@ class Finding:
     def describe(self) -> str:
         shape = f"head_dim_qk {describe_values(self.qks)} x head_dim_v {describe_values(self.vs)}"
         extra = f" [{', '.join(self.issues)}]" if self.issues else ""
-        return f"{self.arch} {self.dtype}: {KINDS[self.kind]}: {shape} ({self.count} points){extra}"
+        return f"{self.arch} {self.dtype}: {KINDS[self.kind]}: {shape} ({_plural(self.count, 'point')}){extra}"
 
 
 @dataclass
@@ -96,6 +96,10 @@ def _compare(r, probe: Plane, arch: str, dtype: str) -> list[Finding]:
     return out
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def yaml_fix(report: DriftReport, f: Finding, index: int) -> str:
     """A YAML snippet that would remove this disagreement."""
     shape = _shape_yaml(f.qks, f.vs)
@@ -139,7 +143,7 @@ def render(report: DriftReport, fmt: str) -> str:
         if f.kind != "known-issue":
             lines += ["    " + line for line in yaml_fix(report, f, i).splitlines()]
     lines += [f"  skipped {s}" for s in report.skipped]
-    lines.append(f"{len(report.drift)} drift finding(s)")
+    lines.append(f"{_plural(len(report.drift), 'drift finding')}")
     return "\n".join(lines)
 
 
@@ -148,15 +152,32 @@ def cmd_drift(args) -> int:
     from .loader import load_registry
     from .loader import default_registry
     registry = load_registry(tuple(args.data)) if args.data else default_registry()
-    lo, _, hi = args.head_dims.partition("..")
-    n = int(hi or lo)
-    if int(lo) != 1 and hi:
-        raise ValueError("--head-dims must start at 1, e.g. 1..576")
-    archs = [registry.vocabulary.arch_name(a) or a for a in args.arch] or None
-    dtypes = [registry.vocabulary.dtype_name(d) or d for d in args.dtype] or None
+    if args.backend not in registry.compiled:
+        raise ValueError(f"--backend {args.backend!r} is unknown; known: {', '.join(sorted(registry.compiled))}")
+    n = _grid_size(args.head_dims)
+    vocab = registry.vocabulary
+    archs = [_known("--arch", a, vocab.arch_name, vocab.archs) for a in args.arch] or None
+    dtypes = [_known("--dtype", d, vocab.dtype_name, vocab.dtypes) for d in args.dtype] or None
     report = run_drift(registry, args.backend, Environment.detect(), archs=archs, dtypes=dtypes, n=n)
+    if not report.compared:  # a green run that checked nothing would be a false green
+        raise ValueError(f"no point was compared ({'; '.join(report.skipped) or 'empty grid'}): nothing checked")
     print(render(report, args.format))
     return 1 if report.drift else 0
+
+
+def _grid_size(text: str) -> int:
+    """N from `N` or `1..N` (N >= 1); a ValueError naming the flag otherwise (exit 2, never "drift found")."""
+    lo, sep, hi = text.partition("..")
+    if not (hi if sep else lo).strip().isdigit() or (sep and lo.strip() != "1") or int(hi or lo) < 1:
+        raise ValueError(f"--head-dims {text!r}: expected 1..N or N with N a positive integer, e.g. 1..576")
+    return int(hi or lo)
+
+
+def _known(flag: str, value: str, lookup, known) -> str:
+    name = lookup(value)
+    if name is None:
+        raise ValueError(f"{flag} {value!r} is unknown; known: {', '.join(known)}")
+    return name
 
 
 def register_cli(sub) -> None:

@@ -92,7 +92,7 @@ def test_cli_drift_exit_codes(tmp_path):
     (tmp_path / "flash_attn_4.yaml").write_text("backend: flash-attn-4\nsupport:\n  - {id: sm100-hd256, remove: true}\n")
     out = subprocess.run(run + ["--data", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 1, out.stderr
-    assert "head_dim_qk 256 x head_dim_v 256 (1 points)" in out.stdout and "id: drift-sm100-bf16" in out.stdout
+    assert "head_dim_qk 256 x head_dim_v 256 (1 point)" in out.stdout and "id: drift-sm100-bf16" in out.stdout
 
 
 # ---- fault isolation: a fake flash_attn package shadows the real one in a subprocess ----------

@@ -178,3 +178,35 @@ def test_item3_probe_no_opinion_lines_come_last():
     codes = [r.code for r in d.reasons]
     assert d.decided_by == "known_issue" and codes[0] == "known_issue", codes
     assert codes[-1] == "probe" and d.probe.supported is None
+
+
+# 5. attncap drift on bad input: exit 2 with a clear message, an empty grid is an error.
+
+@pytest.mark.parametrize("flags, message", [
+    (["--backend", "nope"], "--backend 'nope' is unknown; known: cudnn-fused, flash-attn-2"),
+    (["--head-dims", "0"], "--head-dims '0': expected 1..N or N with N a positive integer"),
+    (["--head-dims", "-5"], "--head-dims '-5': expected 1..N"),
+    (["--head-dims", "abc"], "--head-dims 'abc': expected 1..N"),
+    (["--head-dims", "1..x"], "--head-dims '1..x': expected 1..N"),
+    (["--arch", "sm999"], "--arch 'sm999' is unknown; known: sm80,"),
+    (["--dtype", "zz"], "--dtype 'zz' is unknown; known: fp16,"),
+])
+def test_item5_drift_bad_input_exits_2(flags, message, capsys):
+    assert main(["drift", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_item5_drift_that_compares_nothing_is_an_error(monkeypatch, capsys):
+    import attncap.drift as drift
+    report = drift.DriftReport("flash-attn-4", "flash-attn-4", "4.0.0b36", "fa4-head-dims", [],
+                               ["sm80 fp32: the table rejects it for reasons the probe does not judge"], 0)
+    monkeypatch.setattr(drift, "run_drift", lambda *a, **k: report)
+    assert main(["drift", "--arch", "sm80", "--dtype", "fp32"]) == 2
+    assert "no point was compared (sm80 fp32: the table rejects it" in capsys.readouterr().err
+
+
+def test_item9_one_point_is_singular():
+    from attncap.drift import Finding
+    assert Finding("sm100", "bf16", "probe-only", [256], [256]).describe().endswith("(1 point)")
+    assert Finding("sm100", "bf16", "probe-only", [8, 16], [256]).describe().endswith("(2 points)")
