@@ -58,14 +58,14 @@ def _version_change(b, q, c) -> list[Reason]:
 
     def works(version, cudnn):
         return evaluate(b, q, c._replace(version=version, cudnn=cudnn, absent=()), None, False)
-    versions = _lower_bounds([r.versions for r in _rules(b)], c.version)
+    versions = _candidates([r.versions for r in _rules(b)], c.version)
     for version, spec in versions:
         d = works(version, c.cudnn)
         if d.supported:
             return [_install(b, spec, None, d)]
     if b.package != "cudnn":
         current = [(c.version, None)] if c.version is not None else []
-        for cudnn, cudnn_spec in _lower_bounds([r.cudnn for r in _rules(b)], c.cudnn):
+        for cudnn, cudnn_spec in _candidates([r.cudnn for r in _rules(b)], c.cudnn):
             for version, spec in current + versions:
                 d = works(version, cudnn)
                 if d.supported:
@@ -75,11 +75,11 @@ def _version_change(b, q, c) -> list[Reason]:
 
 def _install(b, spec: str | None, cudnn_spec: str | None, d) -> Reason:
     """`spec` None: the installed version will do (only cuDNN changes)."""
-    with_cudnn = f" with cuDNN {cudnn_spec}" if cudnn_spec else ""
+    with_cudnn = f" with cuDNN {cudnn_spec.strip()}" if cudnn_spec else ""
     if spec is None:
         return Reason("change", f"{b.package} as installed{with_cudnn} supports this (rule {d.rule})", d.rule,
                       None, "cudnn", cudnn_spec, None)
-    spec += _upper_bound(b, d.rule)
+    spec = ("==" + spec[1:] if spec.startswith(" ") else spec) + _upper_bound(b, d.rule)
     command = b.install.replace("{specifier}", spec)
     return Reason("install", f"{b.package}{spec}{with_cudnn} supports this (rule {d.rule}): {command}", d.rule,
                   None, "versions", command, None)
@@ -89,20 +89,26 @@ def _rules(b):
     return (*b.support, *(r for rules in b.features.values() for r in rules), *b.known_issues)
 
 
-def _lower_bounds(specifiers, current: str | None) -> list[tuple[str, str]]:
-    """(a version, the specifier it stands for) for each lower bound the specifiers name: newer than
-    `current` first (ascending), then older ones (descending), the nearest upgrade before any downgrade.
-    `>X` stands as X with its last release number one higher."""
+# A specifier's version X, as a candidate: which version to try, and how to show it.
+_CANDIDATE = {">=": (False, ">="), "==": (False, " "), "~=": (False, "~="), ">": (True, ">"),
+              "<": (False, ">="), "<=": (True, ">"), "!=": (False, " ")}  # " ": exactly that version
+
+
+def _candidates(specifiers, current: str | None) -> list[tuple[str, str]]:
+    """(a version, its specifier as shown) for every boundary the specifiers name (a known issue's
+    `<X` is where it is fixed): newer than `current` first (ascending), then older ones (descending),
+    the nearest upgrade before any downgrade. `>X` and `<=X` try X with its last number one higher."""
     found = {}
     for text in filter(None, specifiers):
         try:
             for spec in SpecifierSet(text):
-                if spec.operator in (">=", "==", "~=", ">"):
-                    version = Version(spec.version)
-                    if spec.operator == ">":
-                        version = Version(".".join(map(str, (*version.release[:-1], version.release[-1] + 1))))
-                    shown = ">" + spec.version if spec.operator == ">" else ">=" + spec.version
-                    found[version] = (str(version), shown)
+                if spec.operator not in _CANDIDATE or spec.version.endswith(".*"):
+                    continue
+                bump, shown = _CANDIDATE[spec.operator]
+                version = Version(spec.version)
+                if bump:
+                    version = Version(".".join(map(str, (*version.release[:-1], version.release[-1] + 1))))
+                found.setdefault(version, (str(version), shown + spec.version))
         except (InvalidSpecifier, InvalidVersion):
             continue
     try:
