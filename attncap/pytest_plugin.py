@@ -6,8 +6,10 @@
 The marker takes one backend id and any AttentionQuery fields. The test runs only when that
 backend can run that query in the environment (detected, or --attncap-env); otherwise it is
 skipped with attncap's reasons, never run on another backend. A marker `arch` is a
-requirement on the environment's arch. Fixtures: attncap_decision (the backend's Decision),
-attncap_env (the Environment markers are evaluated in), attncap_assert_selected.
+requirement on the environment's arch: one arch, a family ("blackwell"), a range
+("sm100..sm121") or a list; without it the data decides where the test runs. Fixtures:
+attncap_decision (the backend's Decision), attncap_env (the Environment markers are evaluated
+in), attncap_assert_selected, attncap_expect_backend (fails unless that backend actually ran).
 Options: --attncap-env arch=sm100,flash-attn-4=4.0.0b11,cudnn=9.10.2 (what-if: changes to the
 installed environment; `pkg=` means not installed), --attncap-no-detect (the --attncap-env items
 are the whole environment), --attncap-no-probes. Importing the plugin never imports torch or loads data.
@@ -150,12 +152,37 @@ def attncap_env(request):
 
 @pytest.fixture
 def attncap_assert_selected(request):
-    """assert_selected(query, backend) in the session's environment (--attncap-env applied)."""
-    from attncap.testing import assert_selected
+    """assert_selected(query, backend) in the session's environment (--attncap-env applied).
+
+    A query without arch where no GPU is detected (a CPU runner) skips the test with the reason.
+    """
+    from attncap.testing import SKIP_PREFIX, assert_selected
     state = request.config.stash[_STATE]
 
     def check(query, backend, env=None, **resolve_kwargs):
         __tracebackhide__ = True
         resolve_kwargs.setdefault("probes", state.probes)
-        return assert_selected(query, backend, env if env is not None else state.env(), **resolve_kwargs)
+        env = env if env is not None else state.env()
+        if getattr(query, "arch", None) is None and (not isinstance(query, dict) or query.get("arch") is None) \
+                and env.arch is None:
+            pytest.skip(f"{SKIP_PREFIX}{backend}: {env.no_arch_message()} here and the query names no arch "
+                        "(pass arch=..., or --attncap-env arch=...)")
+        return assert_selected(query, backend, env, **resolve_kwargs)
     return check
+
+
+@pytest.fixture
+def attncap_expect_backend(request):
+    """`with attncap_expect_backend():` fails unless the marker's backend (or the one named) actually ran
+    inside the block and no other recorded backend did (attncap.recording.expect_backend)."""
+    from attncap.recording import expect_backend
+    marker = request.node.get_closest_marker(MARKER)
+
+    def expect(backend=None):
+        if backend is None:
+            if marker is None or not marker.args:
+                pytest.fail(f"attncap_expect_backend() needs a backend or @pytest.mark.{MARKER}(backend, ...)",
+                            pytrace=False)
+            backend = marker.args[0]
+        return expect_backend(backend)
+    return expect

@@ -66,6 +66,53 @@ def _check_backend(backend) -> None:
         raise MarkerError(f"unknown backend {backend!r}; known: {', '.join(sorted(known))}")
 
 
+def marker_archs(value) -> frozenset[str]:
+    """A marker's `arch=`: an arch or alias ("sm100", "9.0"), a family ("blackwell"), a range
+    ("sm100..sm121" or {"min": "sm100", "max": "sm121"}, either end optional), or a list of these."""
+    vocab = default_registry().vocabulary
+    families = vocab.families()
+    if isinstance(value, (list, tuple, set, frozenset)) and not _is_cc_pair(value):
+        return frozenset().union(*(marker_archs(v) for v in value)) if value else _bad_arch(value, families)
+    if isinstance(value, dict):
+        if not value or set(value) - {"min", "max"}:
+            _bad_arch(value, families)
+        lo, hi = value.get("min"), value.get("max")
+    elif isinstance(value, str) and ".." in value:
+        lo, _, hi = value.partition("..")
+    elif isinstance(value, str) and value in families:
+        return frozenset(families[value])
+    else:
+        name = _arch_or_none(vocab, value)
+        return frozenset({name}) if name else _bad_arch(value, families)
+    bounds = [None if not end else _arch_or_none(vocab, end) or _bad_arch(value, families) for end in (lo, hi)]
+    low, high = (None if b is None else vocab.cc(b) for b in bounds)
+    return frozenset(a for a in vocab.archs if (low is None or vocab.cc(a) >= low) and
+                     (high is None or vocab.cc(a) <= high)) or _bad_arch(value, families)
+
+
+def _is_cc_pair(value) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value)
+
+
+def _arch_or_none(vocab, value):
+    try:
+        return vocab.arch_name(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _bad_arch(value, families):
+    vocab = default_registry().vocabulary
+    raise MarkerError(f"arch={value!r}: expected an arch or alias ({', '.join(_by_cc(vocab.archs))}), a family "
+                      f"({', '.join(sorted(families))}), a range ('sm100..sm121' or {{'min': 'sm100'}}) "
+                      "or a list of these")
+
+
+def _by_cc(names) -> list[str]:
+    vocab = default_registry().vocabulary
+    return sorted(names, key=vocab.cc)
+
+
 def parse_env(text: str, base: Environment) -> Environment:
     """`arch=sm100,flash-attn-4=4.0.0b11,cudnn=9.10.2` applied to `base`; `package=` means not installed."""
     arch, cudnn, versions = None, None, {}
@@ -93,20 +140,29 @@ def evaluate_marker(args: tuple, kwargs: dict, env: Environment, *, probes: bool
     """(decision, skip reason): the reason is None when the marker's backend can run its query in `env`.
 
     The marker's `arch`, when given, is a requirement: the environment's arch (detected, or from
-    --attncap-env) must be that arch, so a test written for sm100 never runs on another GPU.
+    --attncap-env) must be one of those it names (an arch, a family, a range or a list, see
+    marker_archs), so a test written for sm100 never runs on another GPU. Without it the data
+    decides: the test runs on every arch where attncap says the backend runs the query.
     """
     if len(args) != 1:
         raise MarkerError(f"expected exactly one backend id as positional argument, got {args!r}")
     backend = args[0]
     _check_backend(backend)
-    query = build_query(dict(kwargs))
-    if query.arch is not None and env.arch is not None and query.arch != env.arch:
-        return None, f"{backend} on {env.arch}: the test is for {query.arch}"
-    if query.arch is None and env.arch is None:
-        return None, f"{backend}: {env.no_arch_message()} here (evaluate as if on one with --attncap-env arch=...)"
-    if query.arch is not None and env.arch is None:
-        return None, (f"{backend} on {query.arch}: {env.no_arch_message()} here (evaluate as if on one with "
-                      f"--attncap-env arch={query.arch})")
+    fields = dict(kwargs)
+    arch = fields.pop("arch", None)
+    build_query(fields)  # bad fields fail first, on any machine
+    wanted = None if arch is None else marker_archs(arch)
+    shown = ", ".join(_by_cc(wanted)) if wanted else None
+    if env.arch is None:
+        where = f" on {shown}" if wanted else ""
+        return None, (f"{backend}{where}: {env.no_arch_message()} here (evaluate as if on one with "
+                      f"--attncap-env arch={_by_cc(wanted)[0] if wanted else '...'})")
+    query = build_query({**fields, "arch": env.arch})
+    if wanted is not None and env.arch not in wanted:
+        resolution = resolve_quietly(query, env, probes=probes)
+        also = " (attncap says it runs here too: widen or drop arch=)" \
+            if resolution.decision(backend).supported else ""
+        return None, f"{backend} on {env.arch}: the test is for {shown}{also}"
     resolution = resolve_quietly(query, env, probes=probes)
     decision = resolution.decision(backend)
     if decision.supported:

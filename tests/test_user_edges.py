@@ -10,6 +10,8 @@ from attncap import AttentionQuery, Environment, InvalidQueryError
 from attncap.cli import main
 from attncap.testing import evaluate_marker
 
+pytest_plugins = ["pytester"]
+
 README_QUERY = dict(arch="sm100", dtype="bf16", head_dim_qk=256, training=True, seqlen_q=1, seqlen_kv=2048)
 
 
@@ -210,3 +212,100 @@ def test_item9_one_point_is_singular():
     from attncap.drift import Finding
     assert Finding("sm100", "bf16", "probe-only", [256], [256]).describe().endswith("(1 point)")
     assert Finding("sm100", "bf16", "probe-only", [8, 16], [256]).describe().endswith("(2 points)")
+
+
+# 4. The pytest plugin: arch lists, families and ranges; the kernel that actually ran.
+
+def test_item4_marker_arch_takes_lists_families_and_ranges():
+    from attncap.testing import MarkerError, marker_archs
+    assert marker_archs(["sm100", "sm_103a"]) == {"sm100", "sm103"}
+    assert marker_archs("blackwell") == {"sm100", "sm103"}
+    assert marker_archs("sm100..sm110") == {"sm100", "sm103", "sm110"}
+    assert marker_archs({"min": "sm120"}) == {"sm120", "sm121"}
+    assert marker_archs((9, 0)) == {"sm90"}
+    with pytest.raises(MarkerError, match=r"arch='sm999': expected an arch or alias \(sm80, sm86.*a family \(ada, "
+                                          r"ampere, blackwell"):
+        marker_archs("sm999")
+
+
+def test_item4_a_marker_for_a_family_runs_on_b300_and_says_when_a_gate_is_too_narrow():
+    env = Environment("sm103", {"flash-attn-4": "4.0.0b36"})
+    decision, reason = evaluate_marker(("flash-attn-4",), {"arch": ["sm100", "sm103"], "head_dim_qk": 128}, env)
+    assert reason is None and decision.supported
+    assert evaluate_marker(("flash-attn-4",), {"arch": "blackwell", "head_dim_qk": 128}, env)[1] is None
+    _, reason = evaluate_marker(("flash-attn-4",), {"arch": "sm100", "head_dim_qk": 128}, env)
+    assert reason == ("flash-attn-4 on sm103: the test is for sm100 (attncap says it runs here too: widen or "
+                      "drop arch=)")
+    _, reason = evaluate_marker(("flash-attn-4",), {"arch": "sm100..sm110", "head_dim_qk": 128},
+                                Environment("sm90", {"flash-attn-4": "4.0.0b36"}))
+    assert reason == "flash-attn-4 on sm90: the test is for sm100, sm103, sm110 (attncap says it runs here too: " \
+                     "widen or drop arch=)"
+
+
+def test_item4_expect_backend_sees_the_sdpa_kernel_that_ran():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from attncap.recording import expect_backend
+    q = torch.randn(1, 2, 8, 16)
+    with expect_backend("torch-sdpa-math") as recorder:
+        F.scaled_dot_product_attention(q, q, q)
+    assert recorder.calls["torch-sdpa-math"] == 1
+    with pytest.raises(AssertionError, match="torch-sdpa-efficient did not run: scaled_dot_product_attention raised"):
+        with expect_backend("torch-sdpa-efficient"):  # no efficient kernel on CPU: SDPA may not fall back
+            F.scaled_dot_product_attention(q, q, q)
+    with pytest.raises(AssertionError, match="expected torch-sdpa-math to run, but scaled_dot_product_attention "
+                                             "was not called inside the block"):
+        with expect_backend("torch-sdpa-math"):
+            pass
+
+
+def test_item4_expect_backend_records_flash_attn_calls(monkeypatch):
+    import sys
+    import types
+    from attncap.recording import expect_backend
+    fa2 = types.ModuleType("flash_attn")
+    fa2.flash_attn_func = lambda *a, **k: "fa2 out"
+    fa4 = types.ModuleType("flash_attn.cute.interface")
+    fa4.flash_attn_func = lambda *a, **k: "fa4 out"
+    for name, module in {"flash_attn": fa2, "flash_attn.flash_attn_interface": types.ModuleType("x"),
+                         "flash_attn.cute": types.ModuleType("y"), "flash_attn.cute.interface": fa4}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    with expect_backend("flash-attn-4") as recorder:
+        assert sys.modules["flash_attn.cute.interface"].flash_attn_func(1, 2, 3) == "fa4 out"
+    assert recorder.calls["flash-attn-4"] == 1
+    with pytest.raises(AssertionError, match=r"expected flash-attn-4, but flash-attn-2 \(1 call\) ran"):
+        with expect_backend("flash-attn-4"):
+            sys.modules["flash_attn"].flash_attn_func(1, 2, 3)
+    assert fa2.flash_attn_func(1) == "fa2 out" and not hasattr(fa2.flash_attn_func, "__wrapped__")  # restored
+    with pytest.raises(ValueError, match="cannot record whether 'cudnn-fused' ran"):
+        with expect_backend("cudnn-fused"):
+            pass
+
+
+PLUGIN_EDGES = """
+import pytest
+from attncap import AttentionQuery
+
+def test_policy_on_cpu(attncap_assert_selected):
+    attncap_assert_selected(AttentionQuery(head_dim_qk=128), "flash-attn-4")
+
+@pytest.mark.attention_backend("torch-sdpa-math", head_dim_qk=16)
+def test_math_ran(attncap_expect_backend):
+    import torch
+    import torch.nn.functional as F
+    q = torch.randn(1, 2, 8, 16)
+    with attncap_expect_backend():
+        F.scaled_dot_product_attention(q, q, q)
+"""
+
+
+def test_item4_plugin_skips_assert_selected_without_a_gpu_and_checks_what_ran(pytester):
+    pytest.importorskip("torch")
+    pytester.makepyfile(test_edges=PLUGIN_EDGES)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--attncap-env", "flash-attn-4=4.0.0b36,torch=2.13.0",
+                                "--attncap-no-detect")
+    result.assert_outcomes(skipped=2)  # no arch here: both skip, neither raises
+    result.stdout.fnmatch_lines(["*attncap: flash-attn-4: no GPU detected here and the query names no arch*"])
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--attncap-env",
+                                "arch=sm90,flash-attn-4=4.0.0b36,torch=2.13.0", "--attncap-no-detect")
+    result.assert_outcomes(passed=2)  # flash-attn-4 is selected on sm90; the math kernel ran (CPU)
