@@ -123,7 +123,7 @@ def _explain_text(data) -> str:
 
 
 def cmd_info(args) -> int:
-    from . import probes
+    from . import namespace, probes
     from .environment import Environment
     from .loader import default_registry
     env = Environment.detect(device=args.device)
@@ -131,7 +131,8 @@ def cmd_info(args) -> int:
     packages = sorted({p for b in registry.backends.values() for p in (b.package, *b.requires)} | {"torch"})
     data = {"arch": env.arch, "unknown_gpu": env.unknown_gpu, "versions": {p: env.version(p) for p in packages},
             "backends": {n: registry.backends[n].package for n in sorted(registry.backends)},
-            "probes": {name: probes.get(name).status() for name in probes.names()}, "data": registry.files}
+            "probes": {name: probes.get(name).status() for name in probes.names()}, "data": registry.files,
+            "flash_attn_namespace": namespace.describe(packages), "conflicts": namespace.conflicts(env, packages)}
     if args.json:
         print(report.to_json(data))
         return 0
@@ -140,6 +141,9 @@ def cmd_info(args) -> int:
     print("installed:")
     for p in packages:
         print(f"  {p:<20} {env.version(p) or '-'}")
+    print(f"flash_attn namespace: {data['flash_attn_namespace']}")
+    for package, reason in data["conflicts"].items():
+        print(f"  conflict: {reason}")
     print(f"backends: {', '.join(data['backends'])}")
     print("probes:")
     for name, status in data["probes"].items():

@@ -8,10 +8,12 @@ in policy order. Decisions are computed as booleans; their reasons are built on 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 
+from . import namespace
 from . import probes as probe_registry
 from .environment import Environment, UnknownGPUError
 from .loader import default_registry, forget_default_registry
@@ -38,6 +40,8 @@ def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _plans.clear()
+    _namespace_conflicts.cache_clear()
+    namespace.clear()
     forget_default_registry()
     probe_registry.clear()
 
@@ -207,7 +211,26 @@ def _resolve(query, env, prefer, disable, force, probes, registry) -> Resolution
             decisions.append(Decision(name, False, "disabled", reasons=_FORCED if force else _DISABLED))
         else:
             decisions.append(evaluate(b, query, ctx, env, probes, view))
+    conflicts = _namespace_conflicts(env, registry)
+    if conflicts:
+        decisions = [_conflicted(d, conflicts) for d in decisions]
     return Resolution(query, env, arch, tuple(decisions), force)
+
+
+@functools.lru_cache(maxsize=64)
+def _namespace_conflicts(env, registry) -> dict:
+    from . import namespace
+    return namespace.conflicts(env, {b.package for b in registry.compiled.values()})
+
+
+def _conflicted(d: Decision, conflicts: dict) -> Decision:
+    """A backend whose package the shared flash_attn namespace breaks: rejected, by `conflict`."""
+    ctx = d._ctx
+    if ctx is None or ctx.version is None or ctx.package not in conflicts:
+        return d
+    from .namespace import SOURCE
+    reason = Reason("conflict", conflicts[ctx.package], None, SOURCE, "versions", None, ctx.version)
+    return Decision(d.backend, False, "conflict", d.rule, d.static, d.probe, (reason, *d.reasons))
 
 
 _plans: dict = {}

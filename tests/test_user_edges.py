@@ -309,3 +309,82 @@ def test_item4_plugin_skips_assert_selected_without_a_gpu_and_checks_what_ran(py
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--attncap-env",
                                 "arch=sm90,flash-attn-4=4.0.0b36,torch=2.13.0", "--attncap-no-detect")
     result.assert_outcomes(passed=2)  # flash-attn-4 is selected on sm90; the math kernel ran (CPU)
+
+
+# 2. The shared flash_attn namespace.
+
+def test_item2_what_if_with_fa2_and_fa4_is_a_conflict_not_a_silent_fa2():
+    env = Environment(versions={"flash-attn-4": "4.0.0b4", "flash-attn": "2.8.3"})
+    r = attncap.resolve(AttentionQuery(arch="sm120", head_dim_qk=128, mask="causal"), env, probes=False)
+    d = r.decision("flash-attn-2")
+    assert (d.supported, d.decided_by) == (False, "conflict")
+    assert d.reasons[0].code == "conflict" and "shares the flash_attn namespace with flash-attn-4 4.0.0b4" in \
+        d.reasons[0].message and "transformers#44559" in d.reasons[0].source
+    alone = attncap.resolve(AttentionQuery(arch="sm120", head_dim_qk=128, mask="causal"),
+                            Environment(versions={"flash-attn": "2.8.3"}), probes=False)
+    assert alone.selected == "flash-attn-2"
+
+
+def _fake_dist(site, name, version, files: dict[str, bytes]):
+    import base64
+    import hashlib
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    rows = []
+    for path, data in files.items():
+        (site / path).parent.mkdir(parents=True, exist_ok=True)
+        (site / path).write_bytes(data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        rows.append(f"{path},sha256={digest},{len(data)}")
+    (info / "RECORD").write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture
+def co_installed(tmp_path, monkeypatch):
+    import sys
+    from attncap import namespace
+    site = tmp_path / "site"
+    _fake_dist(site, "flash-attn", "2.8.3", {"flash_attn/__init__.py": b"def flash_attn_func(): pass\n"})
+    _fake_dist(site, "flash-attn-4", "4.0.0b36", {"flash_attn/cute/__init__.py": b""})
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    namespace.clear()
+    attncap.clear_cache()
+    yield site, Environment(versions={"flash-attn": "2.8.3", "flash-attn-4": "4.0.0b36"})
+    namespace.clear()
+    attncap.clear_cache()
+
+
+def test_item2_installed_side_by_side_with_fa2_owning_init_is_fine(co_installed, capsys):
+    from attncap import namespace
+    site, env = co_installed
+    assert namespace.conflicts(env, ["flash-attn", "flash-attn-4"]) == {}
+    assert namespace.describe(["flash-attn"]) == ("provided by flash-attn 2.8.3, flash-attn-4 4.0.0b36; "
+                                                  "flash_attn/__init__.py: flash-attn")
+
+
+@pytest.mark.parametrize("damage, state", [("overwrite", "was overwritten"), ("remove", "is missing")])
+def test_item2_installed_fa2_whose_init_is_gone_is_rejected(co_installed, damage, state):
+    from attncap import namespace
+    site, env = co_installed
+    init = site / "flash_attn/__init__.py"
+    init.write_text("# another distribution's\n") if damage == "overwrite" else init.unlink()
+    reason = namespace.conflicts(env, ["flash-attn", "flash-attn-4"])["flash-attn"]
+    assert f"its flash_attn/__init__.py {state}: `from flash_attn import flash_attn_func` fails" in reason
+    d = attncap.resolve(AttentionQuery(arch="sm90", head_dim_qk=128), env, probes=False).decision("flash-attn-2")
+    assert d.decided_by == "conflict" and not d.supported
+
+
+def test_item2_info_names_the_namespace_owner_and_the_conflict(co_installed, capsys):
+    site, _ = co_installed
+    (site / "flash_attn/__init__.py").unlink()
+    environment._detect.cache_clear()
+    try:
+        assert main(["info"]) == 0
+    finally:
+        environment._detect.cache_clear()
+    out = capsys.readouterr().out
+    assert "flash_attn namespace: provided by flash-attn 2.8.3, flash-attn-4 4.0.0b36; flash_attn/__init__.py: " \
+           "none (a namespace package: no FA2 API)" in out
+    assert "  conflict: flash-attn 2.8.3 shares the flash_attn namespace with flash-attn-4 4.0.0b36 and its " \
+           "flash_attn/__init__.py is missing" in out
