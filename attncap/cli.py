@@ -142,8 +142,8 @@ def cmd_info(args) -> int:
     for p in packages:
         print(f"  {p:<20} {env.version(p) or '-'}")
     print(f"flash_attn namespace: {data['flash_attn_namespace']}")
-    for package, reason in data["conflicts"].items():
-        print(f"  conflict: {reason}")
+    for package, (reason, proven) in data["conflicts"].items():
+        print(f"  {'conflict' if proven else 'note'}: {reason}")
     print(f"backends: {', '.join(data['backends'])}")
     print("probes:")
     for name, status in data["probes"].items():

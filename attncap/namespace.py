@@ -4,11 +4,12 @@ FA2's API lives in `flash_attn/__init__.py` (`from flash_attn import flash_attn_
 only `flash_attn/cute/...` (no `__init__.py` of its own, wheels 4.0.0b4 and 4.0.0b36). When both
 are installed, FA2 works only while the `flash_attn/__init__.py` on disk is the one FA2 installed:
 another distribution overwriting it, or an uninstall removing it, breaks
-`from flash_attn import flash_attn_func` (huggingface/transformers#44559; TransformerEngine
-PR #3341 keeps exactly one installed). attncap reads the distributions' file lists
-(importlib.metadata RECORD, with hashes) to say which distribution owns that file. A what-if
-environment has no files to read: there the co-installation is reported as a conflict the data
-cannot clear, never as a confident "supported".
+`from flash_attn import flash_attn_func` (with flash-attn-4 alone, flash_attn is a namespace
+package without that API: huggingface/transformers#44559; TransformerEngine PR #3341 keeps exactly
+one installed). attncap reads the distributions' file lists (importlib.metadata RECORD, with
+hashes) to say which distribution owns that file: a broken FA2 is rejected (`conflict`). A what-if
+environment has no files to read: there FA2 keeps its verdict with a `namespace` reason saying the
+co-installation is unchecked.
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ def clear() -> None:
     _providers.cache_clear()
 
 
-def conflicts(env, packages) -> dict[str, str]:
-    """{package: reason} for the packages of `env` that the shared namespace breaks (or may break)."""
+def conflicts(env, packages) -> dict[str, tuple[str, bool]]:
+    """{package: (reason, proven)} for the packages of `env` that the shared namespace breaks (proven:
+    the installed files show it) or may break (a what-if: unchecked)."""
     present = [p for p in KNOWN_PROVIDERS if env.version(p) is not None]
     if NEEDS_INIT not in present or len(present) < 2:
         return {}
@@ -84,17 +86,17 @@ def conflicts(env, packages) -> dict[str, str]:
     fa2 = installed.get(NEEDS_INIT)
     as_installed = all(p in installed and installed[p].version == env.version(p) for p in present)
     if not as_installed:
-        return {NEEDS_INIT: f"{NEEDS_INIT} {env.version(NEEDS_INIT)} shares the flash_attn namespace with {others}: "
-                            f"whether `from flash_attn import flash_attn_func` still works depends on which "
-                            f"distribution's {INIT} is on disk, which a what-if cannot tell (attncap reads the "
-                            "file lists of installed distributions); keep one installed"}
+        return {NEEDS_INIT: (f"unchecked: {NEEDS_INIT} {env.version(NEEDS_INIT)} shares the flash_attn namespace with "
+                             f"{others}; `from flash_attn import flash_attn_func` works only while {INIT} on disk "
+                             f"is {NEEDS_INIT}'s, which attncap checks on installed distributions, not in a what-if",
+                             False)}
     if fa2.owns_init:
         return {}
     owner = next((p.distribution for p in installed.values() if p.owns_init), None)
     state = f"is {owner}'s" if owner else ("was overwritten" if fa2.lists_init and _exists(fa2) else "is missing")
-    return {NEEDS_INIT: f"{NEEDS_INIT} {fa2.version} shares the flash_attn namespace with {others} and its {INIT} "
-                        f"{state}: `from flash_attn import flash_attn_func` fails; reinstall {NEEDS_INIT} or keep one "
-                        "installed"}
+    return {NEEDS_INIT: (f"{NEEDS_INIT} {fa2.version} shares the flash_attn namespace with {others} and its {INIT} "
+                         f"{state}: `from flash_attn import flash_attn_func` fails; reinstall {NEEDS_INIT} or keep one "
+                         "installed", True)}
 
 
 def _exists(provider: Provider) -> bool:

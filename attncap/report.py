@@ -14,7 +14,7 @@ def decision_table(resolution) -> str:
         verdict = "supported" if d.supported else "rejected"
         rule = f" [{d.rule}]" if d.supported and d.rule else ""
         lines.append(f"{mark} {d.backend:<{width}}  {verdict:<9}  by {d.decided_by}{rule}")
-        lines += [f"      - {r.message}" + (f"  ({r.source})" if r.source and r.code in ("known_issue", "conflict")
+        lines += [f"      - {r.message}" + (f"  ({r.source})" if r.source and r.code in ("known_issue", "conflict", "namespace")
                                                else "")
                   for r in d.reasons]
     return "\n".join(lines)

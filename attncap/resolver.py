@@ -224,13 +224,16 @@ def _namespace_conflicts(env, registry) -> dict:
 
 
 def _conflicted(d: Decision, conflicts: dict) -> Decision:
-    """A backend whose package the shared flash_attn namespace breaks: rejected, by `conflict`."""
+    """A backend whose package the shared flash_attn namespace breaks: rejected, by `conflict`; one it
+    may break (unchecked, a what-if): its verdict with the reason first."""
     ctx = d._ctx
     if ctx is None or ctx.version is None or ctx.package not in conflicts:
         return d
     from .namespace import SOURCE
-    reason = Reason("conflict", conflicts[ctx.package], None, SOURCE, "versions", None, ctx.version)
-    return Decision(d.backend, False, "conflict", d.rule, d.static, d.probe, (reason, *d.reasons))
+    message, proven = conflicts[ctx.package]
+    reason = Reason("conflict" if proven else "namespace", message, None, SOURCE, "versions", None, ctx.version)
+    supported, decided_by = (False, "conflict") if proven else (d.supported, d.decided_by)
+    return Decision(d.backend, supported, decided_by, d.rule, d.static, d.probe, (reason, *d.reasons))
 
 
 _plans: dict = {}

@@ -313,16 +313,18 @@ def test_item4_plugin_skips_assert_selected_without_a_gpu_and_checks_what_ran(py
 
 # 2. The shared flash_attn namespace.
 
-def test_item2_what_if_with_fa2_and_fa4_is_a_conflict_not_a_silent_fa2():
+def test_item2_what_if_with_fa2_and_fa4_says_the_namespace_is_unchecked():
     env = Environment(versions={"flash-attn-4": "4.0.0b4", "flash-attn": "2.8.3"})
     r = attncap.resolve(AttentionQuery(arch="sm120", head_dim_qk=128, mask="causal"), env, probes=False)
     d = r.decision("flash-attn-2")
-    assert (d.supported, d.decided_by) == (False, "conflict")
-    assert d.reasons[0].code == "conflict" and "shares the flash_attn namespace with flash-attn-4 4.0.0b4" in \
-        d.reasons[0].message and "transformers#44559" in d.reasons[0].source
+    assert r.selected == "flash-attn-2"  # co-installed normally, FA2 owns flash_attn/__init__.py and works
+    assert d.reasons[0].code == "namespace" and d.reasons[0].message.startswith(
+        "unchecked: flash-attn 2.8.3 shares the flash_attn namespace with flash-attn-4 4.0.0b4")
+    assert "transformers#44559" in d.reasons[0].source
+    assert "namespace" in attncap.report.resolution_text(r)
     alone = attncap.resolve(AttentionQuery(arch="sm120", head_dim_qk=128, mask="causal"),
                             Environment(versions={"flash-attn": "2.8.3"}), probes=False)
-    assert alone.selected == "flash-attn-2"
+    assert not any(r.code == "namespace" for r in alone.decision("flash-attn-2").reasons)
 
 
 def _fake_dist(site, name, version, files: dict[str, bytes]):
@@ -369,8 +371,8 @@ def test_item2_installed_fa2_whose_init_is_gone_is_rejected(co_installed, damage
     site, env = co_installed
     init = site / "flash_attn/__init__.py"
     init.write_text("# another distribution's\n") if damage == "overwrite" else init.unlink()
-    reason = namespace.conflicts(env, ["flash-attn", "flash-attn-4"])["flash-attn"]
-    assert f"its flash_attn/__init__.py {state}: `from flash_attn import flash_attn_func` fails" in reason
+    reason, proven = namespace.conflicts(env, ["flash-attn", "flash-attn-4"])["flash-attn"]
+    assert proven and f"its flash_attn/__init__.py {state}: `from flash_attn import flash_attn_func` fails" in reason
     d = attncap.resolve(AttentionQuery(arch="sm90", head_dim_qk=128), env, probes=False).decision("flash-attn-2")
     assert d.decided_by == "conflict" and not d.supported
 
