@@ -390,3 +390,35 @@ def test_item2_info_names_the_namespace_owner_and_the_conflict(co_installed, cap
            "none (a namespace package: no FA2 API)" in out
     assert "  conflict: flash-attn 2.8.3 shares the flash_attn namespace with flash-attn-4 4.0.0b36 and its " \
            "flash_attn/__init__.py is missing" in out
+
+
+# 8. Known issues with other conditions in diff-versions and matrix; both take the query flags.
+
+def test_item8_diff_versions_shows_b11s_cross_attention_issue(capsys):
+    assert main(["diff-versions", "flash-attn-4", "4.0.0b10", "4.0.0b11", "--dtype", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "+ now supported: (256, 256) on sm100, sm103, sm110 (bf16)" in out
+    assert ("! known issue sm100-hd256-cross-attention now blocks (256, 256) on sm100, sm103, sm110 (bf16) when: "
+            "with seqlen_q != seqlen_kv") in out
+    # with the decode shape fixed, the issue is in the plane itself: nothing is gained
+    assert main(["diff-versions", "flash-attn-4", "4.0.0b10", "4.0.0b11", "--dtype", "bf16", "--seqlen-q", "1",
+                 "--seqlen-kv", "2048"]) == 0
+    out = capsys.readouterr().out
+    assert "now supported" not in out
+    assert "! known issue sm100-hd256-cross-attention now blocks (256, 256) on sm100, sm103, sm110 (bf16)\n" in out
+
+
+def test_item8_matrix_lists_conditional_issues_and_takes_query_flags(capsys):
+    import json
+    flags = ["matrix", "--backend", "flash-attn-4", "--version", "4.0.0b11", "--arch", "sm100", "--max-head-dim", "300"]
+    assert main(flags) == 0
+    out = capsys.readouterr().out
+    assert "- `sm100-hd256-cross-attention` (with seqlen_q != seqlen_kv): (256, 256) on sm100: the (256, 256) " \
+           "kernel diverges" in out
+    assert main([*flags, "--seqlen-q", "1", "--seqlen-kv", "2048", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)["matrices"][0]
+    assert data["query_fields"] == {"seqlen_q": 1, "seqlen_kv": 2048}
+    assert "sm100-hd256-cross-attention" in data["archs"][0]["outcomes"]["known_issue"]["by_issue"]
+    assert all(i["id"] != "sm100-hd256-cross-attention" for i in data["conditional_known_issues"])
+    assert main([*flags, "--seqlen-q", "0"]) == 2  # a bad flag is a clear error
+    assert "seqlen_q=0 is invalid" in capsys.readouterr().err

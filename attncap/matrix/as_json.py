@@ -21,7 +21,13 @@ def matrix_json(m: Matrix) -> dict:
             "cudnn": m.cudnn, "dtype": m.dtype, "training": m.training, "head_dims": {"min": 1, "max": m.n},
             "probe": {"consulted": m.probe_consulted, "note": m.probe_note},
             "legend": {o: LABELS[o] for o in OUTCOMES}, "archs": [arch_json(a) for a in m.archs],
-            "known_issues": {i: {"reason": r, "source": s} for i, (r, s) in m.issues.items() if i in used}}
+            "known_issues": {i: {"reason": r, "source": s} for i, (r, s) in m.issues.items() if i in used},
+            **conditional_json_of(m)}
+
+
+def conditional_json_of(m: Matrix) -> dict:
+    from .conditional import conditional_json
+    return {"query_fields": m.fields, "conditional_known_issues": conditional_json(m.conditional)}
 
 
 def render_json(ms: list[Matrix]) -> str:

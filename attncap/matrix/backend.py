@@ -57,9 +57,12 @@ def mentioned_versions(registry, backend: str) -> list[str]:
 
 
 def plane_context(registry, backend: str, arch: str, dtype: str, version: str, cudnn: str | None,
-                  training: bool) -> tuple[AttentionQuery, Ctx]:
-    """The query every point of a plane shares (head dims aside) and the context its rules are judged in."""
+                  training: bool, fields: dict | None = None) -> tuple[AttentionQuery, Ctx]:
+    """The query every point of a plane shares (head dims aside) and the context its rules are judged in.
+
+    `fields`: other AttentionQuery fields every point shares (seqlens, mask, window, ...)."""
     vocab = registry.vocabulary
-    template = AttentionQuery(arch=arch, dtype=dtype, head_dim_qk=64, training=training, vocabulary=vocab)
+    template = AttentionQuery(arch=arch, dtype=dtype, head_dim_qk=64, training=training, vocabulary=vocab,
+                              **(fields or {}))
     package = registry.compiled[backend].package
     return template, Ctx(arch, vocab.dtypes[dtype].bytes, version, cudnn, package, vocab.cc(arch))

@@ -8,6 +8,7 @@ from pathlib import Path
 from .as_json import render_json
 from .backend import check_backend, mentioned_versions, uses_cudnn
 from .compute import build_matrix
+from .conditional import add_query_flags, query_fields
 from .diff import diff_versions, render_diff
 from .docs import check_docs, write_docs_command
 from .html import render_html
@@ -82,8 +83,9 @@ def cmd_matrix(args) -> int:
     version, source = _version(registry, args.backend, args.version, env)
     archs, dtypes = _names(registry, args)
     cudnn = _cudnn(registry, args.backend, args.cudnn, env)
+    fields = query_fields(args)
     ms = [build_matrix(registry, args.backend, version, dtype, archs=archs, training=args.training, cudnn=cudnn,
-                       n=args.max_head_dim, probes=not args.no_probes, version_source=source)
+                       n=args.max_head_dim, probes=not args.no_probes, version_source=source, fields=fields)
           for dtype in dtypes or ["bf16"]]
     if not args.output:
         if args.format == "png":
@@ -105,7 +107,7 @@ def cmd_diff_versions(args) -> int:
     cudnn = _cudnn(registry, args.backend, args.cudnn, Environment.detect()) if args.backend in registry.compiled \
         else None
     changes = diff_versions(registry, args.backend, args.old, args.new, archs=archs, dtypes=dtypes,
-                            training=args.training, cudnn=cudnn, n=args.max_head_dim)
+                            training=args.training, cudnn=cudnn, n=args.max_head_dim, fields=query_fields(args))
     print(render_diff(args.backend, args.old, args.new, changes, args.format, training=args.training,
                       n=args.max_head_dim))
     return 0
@@ -126,6 +128,7 @@ def add_matrix_arguments(p) -> None:
     p.add_argument("--data", action="append", default=[], metavar="DIR", help="overlay capability directory")
     p.add_argument("--write-docs", metavar="DIR", help="regenerate DIR/support-matrix.md and DIR/img/*.png")
     p.add_argument("--check-docs", metavar="DIR", help="exit 1 when DIR/support-matrix.md is stale")
+    add_query_flags(p)
     p.set_defaults(func=cmd_matrix)
 
 
@@ -140,6 +143,7 @@ def _add_diff_arguments(p) -> None:
     p.add_argument("--max-head-dim", type=int, default=576)
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--data", action="append", default=[], metavar="DIR", help="overlay capability directory")
+    add_query_flags(p)
     p.set_defaults(func=cmd_diff_versions)
 
 

@@ -76,6 +76,8 @@ class Matrix:
     probe_consulted: bool
     archs: list[ArchPlane]
     issues: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # id -> (reason, source)
+    fields: dict = field(default_factory=dict)  # other query fields every point shares (--seqlen-q, ...)
+    conditional: list = field(default_factory=list)  # ConditionalIssue: known issues that need more fields
 
     @property
     def mode(self) -> str:
@@ -155,9 +157,10 @@ def _core(b, bf, template, ctx, judged, n) -> Plane:
 
 
 def arch_plane(registry, backend: str, arch: str, dtype: str, version: str, *, cudnn: str | None = None,
-               training: bool = False, n: int = 576, probe: _ProbeSource | None = None) -> ArchPlane:
+               training: bool = False, n: int = 576, probe: _ProbeSource | None = None,
+               fields: dict | None = None) -> ArchPlane:
     b, bf = registry.compiled[backend], registry.backends[backend]
-    template, ctx = plane_context(registry, backend, arch, dtype, version, cudnn, training)
+    template, ctx = plane_context(registry, backend, arch, dtype, version, cudnn, training, fields)
     r = regions(b, bf, template, ctx, n)
     probe_plane, note = probe.plane(ctx) if probe else (None, None)
     effective = r.support
@@ -179,14 +182,18 @@ def arch_plane(registry, backend: str, arch: str, dtype: str, version: str, *, c
 
 
 def build_matrix(registry, backend: str, version: str, dtype: str, *, archs=None, training=False, cudnn=None,
-                 n: int = 576, probes: bool = False, version_source: str = "--version") -> Matrix:
+                 n: int = 576, probes: bool = False, version_source: str = "--version", fields=None) -> Matrix:
     check_backend(registry, backend)
     b = registry.compiled[backend]
     if b.package == "cudnn":
         cudnn = version
     source = _ProbeSource(b, version, probes, n)
-    rows = [arch_plane(registry, backend, a, dtype, version, cudnn=cudnn, training=training, n=n, probe=source)
-            for a in (archs or backend_archs(registry, backend))]
+    archs = archs or backend_archs(registry, backend)
+    rows = [arch_plane(registry, backend, a, dtype, version, cudnn=cudnn, training=training, n=n, probe=source,
+                       fields=fields) for a in archs]
     issues = {k.id: (k.reason, k.source) for k in registry.backends[backend].known_issues}
+    from .conditional import conditional_issues
+    conditional = [i for a in archs
+                   for i in conditional_issues(registry, backend, a, dtype, version, cudnn, training, n, fields)]
     return Matrix(backend, b.package, version, version_source, cudnn, dtype, training, n, source.note,
-                  source.probe is not None, rows, issues)
+                  source.probe is not None, rows, issues, dict(fields or {}), conditional)

@@ -10,7 +10,7 @@ from .backend import backend_archs, backend_dtypes, check_backend, plane_context
 from .blocks import Block, compact_blocks
 from .compute import mode_name
 
-CHANGE_KINDS = ("gained", "lost", "issue_added", "issue_removed")
+CHANGE_KINDS = ("gained", "lost", "issue_added", "issue_removed", "conditional_added", "conditional_removed")
 
 
 @dataclass
@@ -37,12 +37,12 @@ def _why(r, plane: Plane) -> list[tuple[tuple[str, ...], Plane]]:
 
 
 def _changes_at(registry, backend: str, arch: str, dtype: str, old: str, new: str, *, training: bool,
-                cudnn: str | None, n: int) -> list[Change]:
+                cudnn: str | None, n: int, fields: dict | None = None) -> list[Change]:
     b, bf = registry.compiled[backend], registry.backends[backend]
 
     def at(version: str):
         c = version if b.package == "cudnn" else cudnn
-        return regions(b, bf, *plane_context(registry, backend, arch, dtype, version, c, training), n)
+        return regions(b, bf, *plane_context(registry, backend, arch, dtype, version, c, training, fields), n)
 
     def changes(kind: str, plane: Plane, detail: tuple[str, ...]) -> list[Change]:
         return [Change(arch, dtype, kind, blk, detail) for blk in compact_blocks(plane)]
@@ -60,15 +60,35 @@ def _changes_at(registry, backend: str, arch: str, dtype: str, old: str, new: st
         io, in_ = wo & ro.issues.get(issue_id, empty), wn & rn.issues.get(issue_id, empty)
         out += changes("issue_added", in_ - io, (issue_id,))
         out += changes("issue_removed", io - in_, (issue_id,))
+    return out + _conditional_changes(registry, backend, arch, dtype, old, new, training, cudnn, n, fields)
+
+
+def _conditional_changes(registry, backend, arch, dtype, old, new, training, cudnn, n, fields) -> list[Change]:
+    """Known issues with other conditions (seqlens, window, ...) that start or stop blocking shapes."""
+    from .conditional import conditional_issues
+    b = registry.compiled[backend]
+
+    def at(version):
+        c = version if b.package == "cudnn" else cudnn
+        return {(i.id, i.conditions): i.plane
+                for i in conditional_issues(registry, backend, arch, dtype, version, c, training, n, fields)}
+    before, after = at(old), at(new)
+    empty = Plane.empty(n)
+    out = []
+    for key in dict.fromkeys([*after, *before]):
+        for kind, plane in (("conditional_added", after.get(key, empty) - before.get(key, empty)),
+                            ("conditional_removed", before.get(key, empty) - after.get(key, empty))):
+            out += [Change(arch, dtype, kind, blk, (key[0], *key[1])) for blk in compact_blocks(plane)]
     return out
 
 
 def diff_versions(registry, backend: str, old: str, new: str, *, archs=None, dtypes=None, training=False,
-                  cudnn=None, n: int = 576) -> list[Change]:
+                  cudnn=None, n: int = 576, fields: dict | None = None) -> list[Change]:
     check_backend(registry, backend)
     return [change for arch in archs or backend_archs(registry, backend)
             for dtype in dtypes or backend_dtypes(registry, backend)
-            for change in _changes_at(registry, backend, arch, dtype, old, new, training=training, cudnn=cudnn, n=n)]
+            for change in _changes_at(registry, backend, arch, dtype, old, new, training=training, cudnn=cudnn, n=n,
+                                      fields=fields)]
 
 
 def _where(pairs: list[tuple[str, str]]) -> str:
@@ -89,6 +109,10 @@ def _change_line(kind: str, where: str, detail: tuple[str, ...], old: str, new: 
         return f"  - no longer supported: {where} (at {new}: {', '.join(detail)})"
     if kind == "issue_added":
         return f"  ! known issue {detail[0]} now blocks {where}"
+    if kind == "conditional_added":
+        return f"  ! known issue {detail[0]} now blocks {where} when: {'; '.join(detail[1:])}"
+    if kind == "conditional_removed":
+        return f"  ~ known issue {detail[0]} no longer blocks {where} when: {'; '.join(detail[1:])}"
     return f"  ~ known issue {detail[0]} no longer blocks {where}"
 
 

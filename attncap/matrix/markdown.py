@@ -46,11 +46,21 @@ def markdown_table(m: Matrix) -> list[str]:
     return lines
 
 
+def conditional_section(m: Matrix) -> list[str]:
+    """The query the plane is for, and the known issues it leaves open (they need more query fields)."""
+    from .conditional import conditional_lines, describe_fields
+    lines = [f"Query fields for every point: {describe_fields(m.fields)}.", ""] if m.fields else []
+    if m.conditional:
+        lines += ["Known issues with other conditions (not in the table; they block these shapes when their "
+                  "conditions hold):", *conditional_lines(m.conditional), ""]
+    return lines
+
+
 def render_markdown(ms: list[Matrix]) -> str:
     lines: list[str] = []
     for m in ms:
         lines += [f"## {m.title()}", "", f"Version: {m.version_line()}. Probe: {m.probe_note}.", ""]
-        lines += markdown_table(m) + [""]
+        lines += markdown_table(m) + [""] + conditional_section(m)
     lines += ["Legend:", *legend_lines(ms[0])]
     issues = used_issues(ms)
     if issues:
