@@ -113,7 +113,13 @@ def _explain_text(data) -> str:
              f"{'supported' if data['supported'] else 'rejected'} (decided by {data['decided_by']})"]
     for section in ("support", "features", "known_issues"):
         lines.append(f"{section}:")
-        for row in data[section]:
+        rows = data[section]
+        if section == "known_issues":  # the clear ones on one line: only those that apply need their sources
+            clear = [row["id"] for row in rows if row["status"] == "clear"]
+            rows = [row for row in rows if row["status"] != "clear"]
+            if clear:
+                lines.append(f"    {len(clear)} clear: {', '.join(clear)}")
+        for row in rows:
             mark = {"match": "+", "fail": "-", "applies": "!", "clear": " "}[row["status"]]
             lines.append(f"  {mark} {row['id']}: {row['status']}" + (f"  ({row['source']})" if row.get("source") else ""))
             lines += [f"      {m}" for m in row["why"]]
@@ -129,7 +135,8 @@ def cmd_info(args) -> int:
     env = Environment.detect(device=args.device)
     registry = default_registry()
     packages = sorted({p for b in registry.backends.values() for p in (b.package, *b.requires)} | {"torch"})
-    data = {"arch": env.arch, "unknown_gpu": env.unknown_gpu, "versions": {p: env.version(p) for p in packages},
+    from . import __version__
+    data = {"attncap": __version__, "arch": env.arch, "unknown_gpu": env.unknown_gpu, "versions": {p: env.version(p) for p in packages},
             "backends": {n: registry.backends[n].package for n in sorted(registry.backends)},
             "probes": {name: probes.get(name).status() for name in probes.names()}, "data": registry.files,
             "flash_attn_namespace": namespace.describe(packages), "conflicts": namespace.conflicts(env, packages)}
@@ -137,6 +144,7 @@ def cmd_info(args) -> int:
         print(report.to_json(data))
         return 0
     no_arch = env.no_arch_message() + ("" if env.unknown_gpu or args.device else " (use --device to ask torch)")
+    print(f"attncap: {data['attncap']}")
     print(f"arch: {env.arch or no_arch}")
     print("installed:")
     for p in packages:
@@ -169,12 +177,14 @@ def cmd_validate(args) -> int:
 
 def cmd_schema(args) -> int:
     from .schema import check_schemas, write_schemas
-    if args.check:
+    if not args.write:  # --check is the default: writing goes into the installed package's schemas/
         stale = check_schemas()
         for name in stale:
             print(f"schemas/{name} is out of date with attncap/models.py", file=sys.stderr)
         if stale:
             print("regenerate with: attncap schema --write", file=sys.stderr)
+        else:
+            print("schemas/ are up to date with attncap/models.py (regenerate with --write)")
         return 1 if stale else 0
     for path in write_schemas():
         print(f"wrote {path}")
@@ -182,7 +192,9 @@ def cmd_schema(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     parser = argparse.ArgumentParser(prog="attncap", description="Which attention kernel can run this, and why not.")
+    parser.add_argument("--version", action="version", version=f"attncap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("resolve", help="select a backend and explain every verdict")
     _query_args(p)
@@ -202,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("schema", help="write or check the JSON Schemas in schemas/")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--check", action="store_true", help="exit 1 when schemas/ is stale")
-    group.add_argument("--write", action="store_true", help="regenerate schemas/ (default)")
+    group.add_argument("--check", action="store_true", help="exit 1 when schemas/ is stale (default)")
+    group.add_argument("--write", action="store_true", help="regenerate schemas/ (in a checkout)")
     p.set_defaults(func=cmd_schema)
     from . import drift
     drift.register_cli(sub)
@@ -214,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .loader import LoadError
+    _quiet_and_debug()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -226,6 +239,22 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `attncap resolve ... | head`
         sys.stdout = open(os.devnull, "w")
         return 0
+
+
+def _quiet_and_debug() -> None:
+    """ATTNCAP_DEBUG=1 logs decisions to stderr (a library leaves handlers to its caller; the CLI is the
+    caller); torch's "Failed to initialize NumPy" warning (torch without numpy, e.g. CI's CPU torch,
+    imported by the FA4 probe) says nothing about attention kernels."""
+    import logging
+    import warnings
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+    if os.environ.get("ATTNCAP_DEBUG") == "1":
+        log = logging.getLogger("attncap")
+        if not log.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("attncap debug: %(message)s"))
+            log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
 
 
 if __name__ == "__main__":

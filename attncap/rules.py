@@ -88,10 +88,11 @@ def _describe_range(r: IntRange) -> str:
     return text + (f" step {r.multiple_of}" if r.multiple_of else "")
 
 
-def _set_check(field: str, allowed: frozenset, what: str, get: Callable) -> Check:
-    shown = ", ".join(sorted(map(str, allowed)))
+def _set_check(field: str, allowed: frozenset, what: str, get: Callable, key=None) -> Check:
+    ordered = sorted(allowed, key=key) if key else sorted(allowed)
+    shown = ", ".join(map(str, ordered))
     return Check(field, lambda q, c: get(q, c) in allowed,
-                 lambda q, c: (sorted(allowed), get(q, c), f"{what} {get(q, c)} is not one of {shown}"), allowed)
+                 lambda q, c: (ordered, get(q, c), f"{what} {get(q, c)} is not one of {shown}"), allowed)
 
 
 def _flag_check(field: str, wanted: bool, describe: str, get: Callable, optimistic: bool = True) -> Check:
@@ -133,7 +134,7 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
     checks: list[Check] = []
     if cond.arch is not None:
         archs, _ = vocab.expand_archs(cond.arch)
-        checks.append(_set_check("arch", archs, "arch", lambda q, c: c.arch))
+        checks.append(_set_check("arch", archs, "arch", lambda q, c: c.arch, key=vocab.cc))  # sm80 before sm100
     if cond.dtype is not None:
         checks.append(_set_check("dtype", frozenset(cond.dtype), "dtype", lambda q, c: q.dtype))
     if passes is not None and "backward" not in passes:

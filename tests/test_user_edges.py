@@ -422,3 +422,88 @@ def test_item8_matrix_lists_conditional_issues_and_takes_query_flags(capsys):
     assert all(i["id"] != "sm100-hd256-cross-attention" for i in data["conditional_known_issues"])
     assert main([*flags, "--seqlen-q", "0"]) == 2  # a bad flag is a clear error
     assert "seqlen_q=0 is invalid" in capsys.readouterr().err
+
+
+# 9. Smaller edges.
+
+def test_item9_schema_without_a_flag_checks_and_never_writes(monkeypatch, capsys):
+    import attncap.schema as schema
+    monkeypatch.setattr(schema, "write_schemas", lambda: pytest.fail("attncap schema wrote files"))
+    assert main(["schema"]) == 0
+    assert "schemas/ are up to date" in capsys.readouterr().out
+
+
+def test_item9_version_flag_and_info(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"attncap {attncap.__version__}\n"
+    assert main(["info"]) == 0
+    assert f"attncap: {attncap.__version__}\n" in capsys.readouterr().out
+
+
+def test_item9_arch_lists_are_in_compute_capability_order():
+    d = _reasons("flash-attn-2", Environment(versions={"flash-attn": "2.8.3"}), arch="sm110", head_dim_qk=64)
+    failed = next(r for r in d.reasons if r.field == "arch")
+    assert "sm80, sm86, sm87, sm89, sm90, sm100, sm103" in failed.message, failed.message
+    q = AttentionQuery(arch="sm86", head_dim_qk=64)
+    d = attncap.resolve(q, Environment(versions={"flash-attn": "2.8.3"}), probes=False).decision("flash-attn-2")
+    rule = attncap.default_registry().compiled["flash-attn-2"].support[0]  # sm80-sm87-sm90
+    assert rule.failures(q, d._ctx)[0].message.startswith("arch sm86 is not one of sm80, sm87, sm90")
+
+
+def test_item9_probe_message_when_not_installed_never_prints_none(monkeypatch):
+    from attncap import probes
+    probe = probes.get("fa4-head-dims")
+    monkeypatch.setattr(type(probe), "installed_version", lambda self: None)
+    monkeypatch.setattr(probes, "_installed", {})
+    attncap.clear_cache()
+    try:
+        d = attncap.resolve(AttentionQuery(arch="sm100", head_dim_qk=128),
+                            Environment(versions={"flash-attn-4": "4.0.0b36"})).decision("flash-attn-4")
+        assert d.probe.message == "it asks the installed flash-attn-4, and none is installed here"
+    finally:
+        attncap.clear_cache()
+
+
+def test_item9_debug_logs_reach_stderr_from_the_cli(monkeypatch, capsys):
+    import logging
+    monkeypatch.setenv("ATTNCAP_DEBUG", "1")
+    log = logging.getLogger("attncap")
+    monkeypatch.setattr(log, "handlers", [])
+    attncap.clear_cache()
+    assert main(["resolve", "--arch", "sm90", "--head-dim", "72", "--no-detect"]) in (0, 1)
+    assert "attncap debug: resolved AttentionQuery(arch='sm90', head_dim_qk=72" in capsys.readouterr().err
+
+
+def test_item9_explain_collapses_clear_known_issues(capsys):
+    assert main(["explain", "flash-attn-4", "--arch", "sm100", "--head-dim", "128", "--no-probes",
+                 "--version", "flash-attn-4=4.0.0b36"]) == 0
+    out = capsys.readouterr().out
+    section = out.split("known_issues:\n", 1)[1]
+    import re
+    assert re.match(r"    \d+ clear: sm100-symmetric-512, sm100-hd256-cross-attention, ", section), section[:200]
+    assert "TransformerEngine PR #2932" not in out  # no source for an issue that does not apply
+
+
+def test_item9_matrix_cudnn_fused_takes_cudnn(capsys):
+    assert main(["matrix", "--backend", "cudnn-fused", "--cudnn", "9.25.0", "--arch", "sm90",
+                 "--max-head-dim", "64"]) == 0
+    assert "Version: cudnn 9.25.0 (--cudnn)" in capsys.readouterr().out
+
+
+def test_item9_install_hints_name_cuda_13_and_12_and_a_checkout_extra():
+    from attncap.matrix.png import PLOT_HINT
+    assert "'.[plot]'" in PLOT_HINT
+    d = _reasons("cudnn-fused", Environment(versions={"transformer-engine": "2.9.0"}), arch="sm90", head_dim_qk=64)
+    assert "nvidia-cudnn-cu13" in d.install_hint and "nvidia-cudnn-cu12" in d.install_hint
+
+
+def test_item9_cli_hides_torchs_numpy_warning():
+    import warnings
+    from attncap.cli import _quiet_and_debug
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _quiet_and_debug()
+        warnings.warn("Failed to initialize NumPy: No module named 'numpy'", UserWarning)
+        warnings.warn("something else", UserWarning)
+    assert [str(w.message) for w in seen] == ["something else"]

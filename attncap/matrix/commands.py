@@ -48,11 +48,13 @@ def _cudnn(registry, backend: str, given: str | None, env) -> str | None:
     return cudnn
 
 
-def _version(registry, backend: str, given: str | None, env) -> tuple[str, str]:
+def _version(registry, backend: str, given: str | None, env, cudnn: str | None = None) -> tuple[str, str]:
     """(version, where it comes from): --version, else the installed package's."""
     if given is not None:
         return given, "--version"
     package = registry.compiled[backend].package
+    if package == "cudnn" and cudnn is not None:  # cudnn-fused's version is the cuDNN one, as --help says
+        return cudnn, "--cudnn"
     version = env.version(package)
     if version is None:
         known = mentioned_versions(registry, backend)
@@ -80,7 +82,7 @@ def cmd_matrix(args) -> int:
         raise ValueError("--backend is required (or --write-docs DIR)")
     check_backend(registry, args.backend)
     env = Environment.detect()
-    version, source = _version(registry, args.backend, args.version, env)
+    version, source = _version(registry, args.backend, args.version, env, args.cudnn)
     archs, dtypes = _names(registry, args)
     cudnn = _cudnn(registry, args.backend, args.cudnn, env)
     fields = query_fields(args)

@@ -7,7 +7,7 @@ import textwrap
 from .compute import COLORS, LABELS, OUTCOMES, PROBE_OUTCOMES, ArchPlane, Matrix
 from .picture import caption, cell_grid, default_cell, markers, place_labels
 
-PLOT_HINT = "pip install 'attncap[plot]'"
+PLOT_HINT = "pip install 'attncap[plot]' (in a checkout: pip install '.[plot]')"
 MARKER_SHAPES = {"table": "o", "probe": "D", "probe_rejected": "s", "known_issue": "X"}
 
 

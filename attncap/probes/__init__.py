@@ -128,6 +128,8 @@ def judge(backend, query, ctx, env) -> ProbeVerdict | None:
         if decl.name not in _installed:  # a metadata lookup costs ~0.5 ms: once per process
             _installed[decl.name] = probe.installed_version()
         installed = _installed[decl.name]
+        if installed is None:
+            return probe.verdict(None, f"it asks the installed {probe.package}, and none is installed here")
         if installed != ctx.version:
             return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, "
                                        f"not {ctx.version}")
