@@ -117,7 +117,10 @@ def unknown_names(registry):
         cond, at = _conditions(rule), _where(rule)
         if cond.arch is not None:
             for name in vocab.expand_archs(cond.arch)[1]:
-                yield loc.problem(f"unknown arch {name!r}; known: {', '.join(vocab.archs)}", sub=at + ("arch",))
+                canonical = vocab.arch_name(name)
+                message = (f"arch {name!r} is an alias; rules use the canonical name: use {canonical}" if canonical
+                           else f"unknown arch {name!r}; known: {', '.join(vocab.archs)}")
+                yield loc.problem(message, sub=at + ("arch",))
         for name in cond.dtype or ():
             if name not in vocab.dtypes:
                 yield loc.problem(f"unknown dtype {name!r}; known: {', '.join(vocab.dtypes)}", sub=at + ("dtype",))

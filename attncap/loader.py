@@ -87,7 +87,7 @@ def check_paths(paths: list[Path], *, warnings: bool = True) -> tuple[Registry |
             parsed.append((doc, model))
             problems += lint.check_document(doc, model, warnings=warnings)
     if any(p.severity == "error" for p in problems):
-        return None, problems
+        return None, problems + _missing_sources(parsed, problems)
     merged = _Merger()
     for doc, model in parsed:
         merged.add(doc, model, problems)
@@ -99,6 +99,25 @@ def check_paths(paths: list[Path], *, warnings: bool = True) -> tuple[Registry |
     if any(p.severity == "error" for p in problems):
         return None, problems
     return registry, problems
+
+
+def _missing_sources(parsed, problems: list[Problem]) -> list[Problem]:
+    """Rules without a source, reported with the other errors of a run that stops before the merged
+    data is linted (where missing-source is checked), so that fixing one error does not reveal another."""
+    seen = {(p.file, p.line, p.message) for p in problems}
+    out = []
+    for doc, model in parsed:
+        if not isinstance(model, BackendFile):
+            continue
+        sections = [(("support",), model.support), (("known_issues",), model.known_issues)]
+        sections += [(("features", name), rules) for name, rules in model.features.items()]
+        for path, rules in sections:
+            for i, rule in enumerate(rules):
+                if not rule.source and not rule.remove:
+                    p = doc.problem(path + (i, "id"), f"rule {rule.id!r} has no source: say where this fact comes from")
+                    if (p.file, p.line, p.message) not in seen:
+                        out.append(p)
+    return out
 
 
 def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
@@ -128,8 +147,37 @@ def _parse(path: Path, problems: list[Problem]) -> tuple[Document | None, Model 
     try:
         return doc, model_type.model_validate(doc.value)
     except ValidationError as exc:
-        problems += [_located(doc, err) for err in exc.errors(include_url=False)]
+        problems += [_located(doc, err) for err in _without_union_noise(doc, exc.errors(include_url=False))]
         return doc, None
+
+
+def _without_union_noise(doc: Document, errors: list[dict]) -> list[dict]:
+    """Of a union's errors (pydantic reports every branch), keep the branch the written value is:
+    a list written for `arch` gets the list's error, not also "should be a dictionary" twice."""
+    def branch(err):  # (data path before the union label, the label)
+        for i, part in enumerate(err["loc"]):
+            if isinstance(part, str) and (part[:1].isupper() or "[" in part):
+                return err["loc"][:i], part
+        return None, None
+    kept = []
+    for err in errors:
+        at, label = branch(err)
+        if label is not None:
+            value = _value_at(doc.value, at)
+            written = "list" if isinstance(value, list) else "dict" if isinstance(value, dict) else None
+            if written and (label.startswith("list") != (written == "list")):
+                continue
+        kept.append(err)
+    return kept or errors
+
+
+def _value_at(value, loc: tuple):
+    for part in loc:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
 
 
 def _located(doc: Document, err: dict) -> Problem:
@@ -138,6 +186,9 @@ def _located(doc: Document, err: dict) -> Problem:
     message = err["msg"]
     if err["type"] == "extra_forbidden":
         message = f"unknown key {path[-1]!r}" if path else "unknown key"
+        if path and isinstance(path[-1], str) and not path[-1].replace("-", "_").isidentifier():
+            message += ("; a comma inside an unquoted value of a {...} mapping starts a new key: quote the value "
+                        "(source: \"a, b\")")
     elif err["type"] == "literal_error":
         message = f"{err['input']!r} is not allowed; expected {err['ctx']['expected']}"
     elif err["type"] == "missing":
@@ -146,6 +197,9 @@ def _located(doc: Document, err: dict) -> Problem:
         message = str(err.get("ctx", {}).get("error", message))  # our validators' own words, which name the value
     elif "input" in err and not isinstance(err["input"], (dict, list)):
         message = f"{message} (got {err['input']!r})"
+        if err["type"] == "string_type" and isinstance(err["input"], (int, float)) and "arch" in path:
+            message += f": write the arch's name (e.g. sm{str(err['input']).replace('.', '')}); an unquoted " \
+                       f"{err['input']!r} is a YAML number"
     at_key = err["type"] == "extra_forbidden" or "[key]" in err["loc"]
     return doc.problem(path, message, at_key=at_key)
 

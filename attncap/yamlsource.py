@@ -144,6 +144,18 @@ def dotted(path: Path_) -> str:
     return out
 
 
+def _yaml_hint(text: str, mark, exc) -> str:
+    """libyaml's words, and what usually causes them: a tab, or a line indented wrongly."""
+    problem = exc.problem or exc.context or ""
+    at = text[mark.index] if mark is not None and 0 <= mark.index < len(text) else ""
+    if at == "\t":
+        return "a tab character: YAML indents with spaces only"
+    if any(s in problem for s in ("expected <block end>", "did not find expected key", "mapping values are not allowed",
+                                  "could not find expected ':'")):
+        return f"{problem} (check this line's indentation: keys of one mapping line up, items of a list too)"
+    return problem
+
+
 def read_document(path: Path, display: str | None = None) -> Document:
     """Read one YAML file; raise YamlError with a located message on any failure."""
     name = display or str(path)
@@ -153,7 +165,7 @@ def read_document(path: Path, display: str | None = None) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise YamlError(Problem(name, line, col, "", f"invalid YAML: {exc.problem or exc.context}")) from None
+        raise YamlError(Problem(name, line, col, "", f"invalid YAML: {_yaml_hint(text, mark, exc)}")) from None
     except yaml.reader.ReaderError:  # a control character; libyaml's position is in bytes: find it ourselves
         bad = yaml.reader.Reader.NON_PRINTABLE.search(text)
         at = bad.start() if bad else 0

@@ -507,3 +507,45 @@ def test_item9_cli_hides_torchs_numpy_warning():
         warnings.warn("Failed to initialize NumPy: No module named 'numpy'", UserWarning)
         warnings.warn("something else", UserWarning)
     assert [str(w.message) for w in seen] == ["something else"]
+
+
+# 10. Validation messages: one clear line each, with a hint.
+
+def _problems(tmp_path, text: str, name: str = "torch_sdpa_math.yaml") -> list[str]:
+    from attncap.loader import check_paths, data_dirs
+    (tmp_path / name).write_text(text)
+    _, problems = check_paths(data_dirs((tmp_path,), use_env=False), warnings=False)
+    return [f"{p.line}:{p.column}: {p.field}: {p.message}" for p in problems if p.severity == "error"]
+
+
+def test_item10_float_arch_is_one_error_with_a_hint(tmp_path):
+    assert _problems(tmp_path, "backend: torch-sdpa-math\nsupport:\n  - id: x\n    arch: [9.0]\n    source: t\n") == [
+        "4:12: support[0].arch[0]: Input should be a valid string (got 9.0): write the arch's name (e.g. sm90); "
+        "an unquoted 9.0 is a YAML number"]
+
+
+def test_item10_tabs_and_indentation_are_explained(tmp_path):
+    assert _problems(tmp_path, "backend: torch-sdpa-math\nsupport:\n\t- id: x\n") == [
+        "3:1: : invalid YAML: a tab character: YAML indents with spaces only"]
+    problems = _problems(tmp_path, "backend: torch-sdpa-math\nsupport:\n  - id: x\n     source: y\n")
+    assert len(problems) == 1 and "check this line's indentation" in problems[0], problems
+
+
+def test_item10_duplicate_id_does_not_hide_a_missing_source(tmp_path):
+    problems = _problems(tmp_path, "backend: torch-sdpa-math\nsupport:\n  - id: a\n    arch: [sm90]\n"
+                                   "  - id: a\n    arch: [sm90]\n    source: s\n")
+    assert problems == ["5:9: support[1].id: duplicate id 'a' (first at index 0)",
+                        "3:9: support[0].id: rule 'a' has no source: say where this fact comes from"]
+
+
+def test_item10_an_alias_where_a_name_is_required_names_the_name(tmp_path):
+    assert _problems(tmp_path, "backend: torch-sdpa-math\nsupport:\n  - id: x\n    arch: [sm_90a]\n"
+                               "    source: t\n") == [
+        "4:11: support[0].arch: arch 'sm_90a' is an alias; rules use the canonical name: use sm90"]
+
+
+def test_item10_comma_in_an_unquoted_flow_value_says_quote_it(tmp_path):
+    problems = _problems(tmp_path, "backend: torch-sdpa-math\nsupport:\n"
+                                   "  - {id: x, source: a guess (hypothetical, untested)}\n")
+    assert problems == ["3:44: support[0].untested): unknown key 'untested)'; a comma inside an unquoted value of a "
+                        "{...} mapping starts a new key: quote the value (source: \"a, b\")"], problems
