@@ -549,3 +549,13 @@ def test_item10_comma_in_an_unquoted_flow_value_says_quote_it(tmp_path):
                                    "  - {id: x, source: a guess (hypothetical, untested)}\n")
     assert problems == ["3:44: support[0].untested): unknown key 'untested)'; a comma inside an unquoted value of a "
                         "{...} mapping starts a new key: quote the value (source: \"a, b\")"], problems
+
+
+def test_item9_png_title_wraps_and_the_legend_has_no_empty_rows():
+    from attncap.matrix.compute import build_matrix
+    from attncap.matrix.png import legend_labels, panel_title
+    m = build_matrix(attncap.default_registry(), "cudnn-fused", "9.25.0", "bf16", n=64)
+    title = panel_title(m, ["sm80", "sm86", "sm87", "sm89", "sm90", "sm100", "sm103", "sm110", "sm120", "sm121"])
+    assert all(len(line) <= 48 for line in title.splitlines()) and "sm121" in title
+    labels = legend_labels({"table": 3, "probe": 0, "probe_rejected": 0, "known_issue": 1, "unsupported": 0})
+    assert labels == [("table", "supported (3 shapes)"), ("known_issue", "blocked by a known issue (1 shape)")]

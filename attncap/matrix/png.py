@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from .compute import COLORS, LABELS, OUTCOMES, PROBE_OUTCOMES, ArchPlane, Matrix
+from .compute import COLORS, LABELS, OUTCOMES, ArchPlane, Matrix
 from .picture import caption, cell_grid, default_cell, markers, place_labels
 
 PLOT_HINT = "pip install 'attncap[plot]' (in a checkout: pip install '.[plot]')"
@@ -45,20 +45,28 @@ def _draw_panel(ax, m: Matrix, names: list[str], a: ArchPlane, n: int, cell: int
     ax.grid(color="white", linewidth=0.5, alpha=0.6)
     ax.set_xlabel("head_dim_qk")
     ax.set_ylabel("head_dim_v")
-    ax.set_title(f"{m.backend} {m.version} · {', '.join(names)}\n{m.dtype} · {m.mode}", fontsize=10)
+    ax.set_title(panel_title(m, names), fontsize=10)
+
+
+def panel_title(m: Matrix, names: list[str], width: int = 48) -> str:
+    """Backend, version and archs wrapped to the panel's width (cudnn-fused's arch list was cut off)."""
+    head = textwrap.fill(f"{m.backend} {m.version} · {', '.join(names)}", width)
+    return f"{head}\n{m.dtype} · {m.mode}"
 
 
 def _legend_handles(m: Matrix, panels) -> list:
     from matplotlib.patches import Patch
     counts = {o: sum(a.plane(o).count() for _, _, a in panels) for o in OUTCOMES}
-    handles = []
+    return [Patch(facecolor=COLORS[o], edgecolor="#888888", label=label) for o, label in legend_labels(counts)]
+
+
+def legend_labels(counts: dict[str, int]) -> list[tuple[str, str]]:
+    """(outcome, label with its count) for the outcomes the pictures show: no row for an empty one."""
+    out = []
     for o in OUTCOMES:
-        label = LABELS[o]
-        if o in PROBE_OUTCOMES and not m.probe_consulted:
-            label += " (empty: probe not consulted)"
-        plural = "" if counts[o] == 1 else "s"
-        handles.append(Patch(facecolor=COLORS[o], edgecolor="#888888", label=f"{label} ({counts[o]} shape{plural})"))
-    return handles
+        if counts[o]:
+            out.append((o, f"{LABELS[o]} ({counts[o]} shape{'' if counts[o] == 1 else 's'})"))
+    return out
 
 
 def render_png(ms: list[Matrix], path, cell: int | None = None, dpi: int = 100) -> None:
@@ -70,8 +78,9 @@ def render_png(ms: list[Matrix], path, cell: int | None = None, dpi: int = 100) 
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     legend_cols = 1 if cols == 1 else 3
+    shown = len(legend_labels({o: sum(a.plane(o).count() for _, _, a in panels) for o in OUTCOMES}))
     text = textwrap.fill(caption(cell), 95 if cols == 1 else 150)
-    bottom = 0.25 + 0.21 * -(-len(OUTCOMES) // legend_cols) + 0.14 * (text.count("\n") + 1)  # inches
+    bottom = 0.25 + 0.21 * -(-max(shown, 1) // legend_cols) + 0.14 * (text.count("\n") + 1)  # inches
     height = 6.3 * rows + bottom
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, height), squeeze=False)
     cmap = ListedColormap([COLORS[o] for o in OUTCOMES])
