@@ -16,7 +16,7 @@ from . import probes as probe_registry
 from .environment import Environment
 from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
-from .rules import CompiledBackend, Ctx, Reason
+from .rules import CompiledBackend, Ctx, Reason, effect_note
 
 log = logging.getLogger("attncap")
 
@@ -313,8 +313,8 @@ def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]
         reasons += _feature_failures(b, alternatives, q, c, installed)
     for k in b.known_issues if installed else ():
         if k.matches(q, c):
-            reasons.append(Reason("known_issue", f"known issue {k.id}: {k.reason}", k.id, k.source,
-                                  expected=k.versions, actual=c.version))
+            reasons.append(Reason("known_issue", f"known issue {k.id}{effect_note(k.effect)}: {k.reason}", k.id,
+                                  k.source, expected=k.versions, actual=c.version, effect=k.effect))
     return reasons
 
 

@@ -75,7 +75,7 @@ class Matrix:
     probe_note: str
     probe_consulted: bool
     archs: list[ArchPlane]
-    issues: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # id -> (reason, source)
+    issues: dict[str, tuple[str | None, str | None, str | None]] = field(default_factory=dict)  # id -> (reason, source, effect)
 
     @property
     def mode(self) -> str:
@@ -187,6 +187,6 @@ def build_matrix(registry, backend: str, version: str, dtype: str, *, archs=None
     source = _ProbeSource(b, version, probes, n)
     rows = [arch_plane(registry, backend, a, dtype, version, cudnn=cudnn, training=training, n=n, probe=source)
             for a in (archs or backend_archs(registry, backend))]
-    issues = {k.id: (k.reason, k.source) for k in registry.backends[backend].known_issues}
+    issues = {k.id: (k.reason, k.source, k.effect) for k in registry.backends[backend].known_issues}
     return Matrix(backend, b.package, version, version_source, cudnn, dtype, training, n, source.note,
                   source.probe is not None, rows, issues)
