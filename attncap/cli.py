@@ -109,6 +109,7 @@ def cmd_explain(args) -> int:
 
 
 def _explain_text(data) -> str:
+    from .rules import EFFECT_WORDS
     lines = [f"{data['backend']} ({data['package']} {data['version'] or 'not installed'}) on {data['arch']}: "
              f"{'supported' if data['supported'] else 'rejected'} (decided by {data['decided_by']})"]
     for section in ("support", "features", "known_issues"):
@@ -122,6 +123,8 @@ def _explain_text(data) -> str:
         for row in rows:
             mark = {"match": "+", "fail": "-", "applies": "!", "clear": " "}[row["status"]]
             lines.append(f"  {mark} {row['id']}: {row['status']}" + (f"  ({row['source']})" if row.get("source") else ""))
+            if row.get("effect") and row["status"] == "applies":
+                lines.append(f"      effect: {row['effect']} ({EFFECT_WORDS.get(row['effect'], row['effect'])})")
             lines += [f"      {m}" for m in row["why"]]
     if data["probe"]:
         lines.append(f"probe: {data['probe']}")
@@ -219,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema)
     from . import drift
     drift.register_cli(sub)
+    from . import evidence
+    evidence.register_cli(sub)
     from . import matrix
     matrix.register_cli(sub)
     return parser

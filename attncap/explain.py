@@ -19,7 +19,10 @@ def explain_backend(registry, backend: str, query, env, *, probes: bool = True) 
             failures = r.failures(query, ctx, skip)
             status = ("applies" if not failures else "clear") if deny else ("match" if not failures else "fail")
             why = [f.message for f in failures] if not deny else ([r.reason] if not failures else [])
-            out.append({"id": r.id, "status": status, "source": r.source, "why": why})
+            row = {"id": r.id, "status": status, "source": r.source, "why": why}
+            if deny:
+                row["effect"] = r.effect
+            out.append(row)
         return out
 
     used = [name for alternatives in query.features for name in alternatives]

@@ -19,7 +19,7 @@ from .environment import Environment, UnknownGPUError
 from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
 from .changes import smallest_changes
-from .rules import CompiledBackend, Ctx, Reason
+from .rules import CompiledBackend, Ctx, Reason, effect_note
 
 log = logging.getLogger("attncap")
 
@@ -350,8 +350,8 @@ def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]
     for k in b.known_issues if installed else ():
         if k.matches(q, c):
             issue = True
-            reasons.append(Reason("known_issue", f"known issue {k.id}: {k.reason}", k.id, k.source,
-                                  expected=k.versions, actual=c.version))
+            reasons.append(Reason("known_issue", f"known issue {k.id}{effect_note(k.effect)}: {k.reason}", k.id,
+                                  k.source, expected=k.versions, actual=c.version, effect=k.effect))
     if installed and (not core or missing or issue):
         reasons += smallest_changes(b, q, c, versions=not any(r.code == "install" for r in reasons))
     if verdict is not None and verdict.supported is None:

@@ -41,9 +41,22 @@ class Reason:
     field: str | None = None
     expected: object = None
     actual: object = None
+    effect: str | None = None  # known issues: what happens when it is hit (models.Effect)
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+EFFECT_WORDS = {
+    "raises": "raises a clear error", "compile_error": "kernel compilation fails",
+    "resource_limit": "over a shared-memory/register limit", "wrong_result": "silently wrong results",
+    "crash": "the process dies", "poisons_cuda_context": "poisons the CUDA context",
+}
+
+
+def effect_note(effect: str | None) -> str:
+    """' [effect: what it means]' for a known issue's message, '' when the effect is not recorded."""
+    return f" [{effect}: {EFFECT_WORDS.get(effect, effect)}]" if effect else ""
 
 
 @dataclass(frozen=True)
@@ -225,6 +238,7 @@ class CompiledRule:
     versions: str | None
     reason: str | None = None  # known issues: why
     cudnn: str | None = None  # the rule's cuDNN specifier, for hints naming another cuDNN
+    effect: str | None = None  # known issues: what a caller who runs into it sees (models.Effect)
 
     def __post_init__(self):
         object.__setattr__(self, "_tests", tuple(ch.test for ch in self.checks))
@@ -330,7 +344,8 @@ def _rule(rule: Rule, vocab) -> CompiledRule:
 def _known_issue(issue: KnownIssue, vocab) -> CompiledRule:
     when = issue.when.model_copy(update={"versions": issue.versions}) if issue.versions else issue.when
     checks = compile_conditions(when, vocab, optimistic=False)
-    return CompiledRule(issue.id, checks, issue.source, issue.versions, issue.reason, cudnn=when.cudnn)
+    return CompiledRule(issue.id, checks, issue.source, issue.versions, issue.reason, cudnn=when.cudnn,
+                        effect=issue.effect)
 
 
 def compile_backend(b: BackendFile, vocab) -> CompiledBackend:

@@ -21,7 +21,8 @@ def matrix_json(m: Matrix) -> dict:
             "cudnn": m.cudnn, "dtype": m.dtype, "training": m.training, "head_dims": {"min": 1, "max": m.n},
             "probe": {"consulted": m.probe_consulted, "note": m.probe_note},
             "legend": {o: LABELS[o] for o in OUTCOMES}, "archs": [arch_json(a) for a in m.archs],
-            "known_issues": {i: {"reason": r, "source": s} for i, (r, s) in m.issues.items() if i in used},
+            "known_issues": {i: {"reason": r, "source": s, "effect": e} for i, (r, s, e) in m.issues.items()
+                             if i in used},
             **conditional_json_of(m)}
 
 

@@ -75,7 +75,7 @@ class Matrix:
     probe_note: str
     probe_consulted: bool
     archs: list[ArchPlane]
-    issues: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # id -> (reason, source)
+    issues: dict[str, tuple[str | None, str | None, str | None]] = field(default_factory=dict)  # id -> (reason, source, effect)
     fields: dict = field(default_factory=dict)  # other query fields every point shares (--seqlen-q, ...)
     conditional: list = field(default_factory=list)  # ConditionalIssue: known issues that need more fields
 
@@ -191,7 +191,7 @@ def build_matrix(registry, backend: str, version: str, dtype: str, *, archs=None
     archs = archs or backend_archs(registry, backend)
     rows = [arch_plane(registry, backend, a, dtype, version, cudnn=cudnn, training=training, n=n, probe=source,
                        fields=fields) for a in archs]
-    issues = {k.id: (k.reason, k.source) for k in registry.backends[backend].known_issues}
+    issues = {k.id: (k.reason, k.source, k.effect) for k in registry.backends[backend].known_issues}
     from .conditional import conditional_issues
     conditional = [i for a in archs
                    for i in conditional_issues(registry, backend, a, dtype, version, cudnn, training, n, fields)]

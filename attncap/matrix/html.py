@@ -6,7 +6,7 @@ from html import escape
 
 from .blocks import describe_plane
 from .compute import COLORS, LABELS, OUTCOMES, PROBE_OUTCOMES, ArchPlane, Matrix
-from .markdown import issue_cell, used_issues
+from .markdown import issue_cell, issue_effects, used_issues
 from .picture import caption, cell_grid, default_cell, markers, place_labels
 
 CSS = "\n".join([
@@ -106,7 +106,9 @@ def _legend(m: Matrix, cell: int) -> list[str]:
     for o in OUTCOMES:
         note = f" (empty here: {m.probe_note})" if o in PROBE_OUTCOMES and not m.probe_consulted else ""
         out.append(f"<li><span class='swatch {o}'></span>{LABELS[o]}{escape(note)}</li>")
-    out.append(f"</ul><p>{escape(caption(cell))}. Head dims 1..{m.n}.</p>")
+    effects = issue_effects([m])
+    out.append(f"</ul><p>{escape(caption(cell))}. Head dims 1..{m.n}."
+               + (f" Known-issue effects: {escape(effects)}." if effects else "") + "</p>")
     return out
 
 

@@ -12,13 +12,29 @@ def issue_cell(a: ArchPlane, sep: str, code=lambda s: f"`{s}`") -> str:
 
 
 def used_issues(ms: list[Matrix]) -> list[tuple[str, str | None]]:
-    """(id, reason) of every known issue that blocks some shape, in order of appearance."""
+    """(id, reason) of every known issue that blocks some shape, in order of appearance; the reason
+    starts with the issue's effect ("[wrong_result] ...") when it has one."""
     seen: dict[str, str | None] = {}
     for m in ms:
         for a in m.archs:
             for i in a.issues:
-                seen.setdefault(i, m.issues.get(i, (None, None))[0])
+                reason, _, effect = m.issues.get(i, (None, None, None))
+                seen.setdefault(i, f"[{effect}] {reason or ''}".rstrip() if effect else reason)
     return list(seen.items())
+
+
+def issue_effects(ms: list[Matrix]) -> str:
+    """'effects: poisons_cuda_context (a, b); wrong_result (c)' over the issues that block some shape."""
+    by: dict[str, list[str]] = {}
+    for m in ms:
+        for a in m.archs:
+            for i in a.issues:
+                effect = m.issues.get(i, (None, None, None))[2] or "effect not recorded"
+                if i not in by.setdefault(effect, []):
+                    by[effect].append(i)
+    def names(ids: list[str]) -> str:
+        return ", ".join(ids[:3] + ([f"{len(ids) - 3} more"] if len(ids) > 3 else []))
+    return "; ".join(f"{e} ({names(ids)})" for e, ids in by.items())
 
 
 def legend_lines(m: Matrix) -> list[str]:
@@ -26,7 +42,8 @@ def legend_lines(m: Matrix) -> list[str]:
     return [
         f"- **{LABELS['table']}**: a support rule accepts" + (" and the probe agrees" if m.probe_consulted else ""),
         f"- **{LABELS['probe']}** / **{LABELS['probe_rejected']}**: {probe}",
-        f"- **{LABELS['known_issue']}**: a support rule (or the probe) accepts but the known issue named rejects",
+        f"- **{LABELS['known_issue']}**: a support rule (or the probe) accepts but the known issue named rejects; "
+        "`[effect]` before its reason says what a caller who runs it anyway sees (docs/format.md)",
         f"- everything not listed is **{LABELS['unsupported']}**; head dims range over 1..{m.n} × 1..{m.n}; "
         "`a..b step s` is a, a+s, ..., b; qk = head_dim_qk, v = head_dim_v",
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from .compute import COLORS, LABELS, OUTCOMES, ArchPlane, Matrix
+from .markdown import issue_effects
 from .picture import caption, cell_grid, default_cell, markers, place_labels
 
 PLOT_HINT = "pip install 'attncap[plot]' (in a checkout: pip install '.[plot]')"
@@ -79,7 +80,9 @@ def render_png(ms: list[Matrix], path, cell: int | None = None, dpi: int = 100) 
     rows = -(-len(panels) // cols)
     legend_cols = 1 if cols == 1 else 3
     shown = len(legend_labels({o: sum(a.plane(o).count() for _, _, a in panels) for o in OUTCOMES}))
-    text = textwrap.fill(caption(cell), 95 if cols == 1 else 150)
+    effects = issue_effects(ms)
+    text = textwrap.fill(caption(cell) + (f". Known-issue effects: {effects}" if effects else ""),
+                         95 if cols == 1 else 150)
     bottom = 0.25 + 0.21 * -(-max(shown, 1) // legend_cols) + 0.14 * (text.count("\n") + 1)  # inches
     height = 6.3 * rows + bottom
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, height), squeeze=False)

@@ -19,7 +19,7 @@ Each case is a flat dict:
     training      True: the backward pass is run too
     group         which boundary family the case belongs to (for humans)
 
-Usage: python tests/gpu/cases.py [--backend B] [--count]
+Usage: python tests/gpu/cases.py [--backend sdpa|fa4|fa4-sm90|B] [--count]
 """
 from __future__ import annotations
 
@@ -190,12 +190,52 @@ def fa4_cases():
     return out
 
 
+MULT16 = list(range(16, 257, 16))
+# One (hd, hdv) pair of each measured 16-block with qk != v whose qk or v dim is a multiple of 8
+# but not of 16 (the padded kernel shape is the block's), and pairs whose padded dims are equal.
+# Picked so that every block gets one case and the 8-offset moves between qk, v and both.
+SM90_VARIANT_PAIRS = ((16, 32), (32, 64), (16, 48), (48, 112), (64, 128), (64, 144), (80, 176),
+                      (16, 208), (96, 32), (144, 64), (208, 144), (192, 208))
+
+
+def _sm90_block_pairs():
+    pairs = []
+    for i, a in enumerate(MULT16):
+        for j, b in enumerate(MULT16):
+            if a == b:
+                continue
+            k = (i + j) % 3
+            pairs.append((a - 8, b) if k == 0 else (a, b - 8) if k == 1 else (a - 8, b - 8))
+    return pairs
+
+
+def fa4_sm90_cases():
+    """The SM90 head-dim plane beyond the multiples of 16 (tests/evidence/fa4_sm90_h200.jsonl):
+    bf16, batch 2, 4 heads, seqlen 512, non-causal, forward + backward, as the shared
+    16-step sweep; then causal, GQA, fp16 and other seqlens on a few pairs of each outcome."""
+    out = []
+    add = lambda group, **kw: out.append(_case(FA4, group, dtype=kw.pop("dtype", "bf16"),  # noqa: E731
+                                               sq=kw.pop("sq", 512), skv=kw.pop("skv", 512), **kw))
+    for a in MULT16:  # padded dims equal, raw dims not: (a-8, a) and (a, a-8)
+        add("sm90_pad_equal", dqk=a - 8, dv=a)
+        add("sm90_pad_equal", dqk=a, dv=a - 8)
+    for dqk, dv in SM90_VARIANT_PAIRS:
+        add("sm90_causal", dqk=dqk, dv=dv, mask="causal_bottom_right")
+        add("sm90_gqa", dqk=dqk, dv=dv, hq=8, hkv=2, training=False)
+        add("sm90_fp16", dqk=dqk, dv=dv, dtype="fp16")
+        add("sm90_seqlen", dqk=dqk, dv=dv, sq=1, skv=2048, training=False)
+        add("sm90_seqlen", dqk=dqk, dv=dv, sq=17, skv=4099)
+    for dqk, dv in _sm90_block_pairs():
+        add("sm90_blocks", dqk=dqk, dv=dv)
+    return out
+
+
 def all_cases():
     return sdpa_cases() + fa4_cases()
 
 
 def get(case_id):
-    for c in all_cases():
+    for c in all_cases() + fa4_sm90_cases():
         if c["id"] == case_id:
             return c
     raise KeyError(case_id)
@@ -218,6 +258,8 @@ def main(argv=None):
         cases = [c for c in cases if c["backend"] in SDPA_BACKENDS]
     elif a.backend == "fa4":
         cases = [c for c in cases if c["backend"] == FA4]
+    elif a.backend == "fa4-sm90":
+        cases = fa4_sm90_cases()
     elif a.backend:
         cases = [c for c in cases if c["backend"] == a.backend]
     if a.count:

@@ -4,6 +4,7 @@
 # nvidia-cutlass-dsl-libs-cu13 wheel; the first part is already in /tmp/whl (from
 # device_sdpa.sh, same warm machine) or in .whl1/ when carried in this call.
 # usage (repo root, on the GPU machine): bash tests/gpu/device_fa4.sh OUTDIR
+# FA4_SET=fa4-sm90 FA4_OUT=fa4_sm90_h200.jsonl runs the SM90 plane set of cases.py instead.
 set -u
 OUT=${1:-${OUT:-/tmp/out}}
 CU13=nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl
@@ -26,12 +27,13 @@ export PYTHONUNBUFFERED=1
 export FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=${FA4_CACHE:-0}
 export FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/tmp/fa4_cache
 python3 -c 'import flash_attn.cute, cutlass; print("fa4 import ok", cutlass.__version__)' 2>&1 | tail -5 | tee "$OUT/fa4_smoke.txt"
-timeout 150 python3 tests/gpu/run_case.py --id flash-attn-4-bf16-b2-sq128-skv128-h4x4-d128x128-none-train \
+[ "${SKIP_SMOKE:-0}" = 1 ] || timeout 150 python3 tests/gpu/run_case.py --id flash-attn-4-bf16-b2-sq128-skv128-h4x4-d128x128-none-train \
   2>&1 | tail -c 3000 | tee -a "$OUT/fa4_smoke.txt"
 [ "${SMOKE_ONLY:-0}" = 1 ] && exit 0
-timeout "${FA4_TIME:-450}" python3 tests/gpu/runner.py --backend fa4 --jobs "${JOBS:-14}" \
+RES=${FA4_OUT:-fa4_h100.jsonl}
+timeout "${FA4_TIME:-450}" python3 tests/gpu/runner.py --backend "${FA4_SET:-fa4}" --jobs "${JOBS:-14}" \
   --timeout "${CASE_TIMEOUT:-180}" --deadline "${FA4_DEADLINE:-260}" --resume \
-  --out /tmp/res/fa4_h100.jsonl > "$OUT/fa4_log.txt" 2>&1
+  --out /tmp/res/$RES > "$OUT/fa4_log.txt" 2>&1
 echo "runner rc=$?"
-cp /tmp/res/fa4_h100.jsonl* "$OUT/" 2>/dev/null
+cp /tmp/res/$RES* "$OUT/" 2>/dev/null
 tail -n 40 "$OUT/fa4_log.txt"

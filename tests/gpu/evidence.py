@@ -1,4 +1,4 @@
-"""Compare recorded GPU evidence (tests/evidence/*_h100.jsonl) with attncap's tables.
+"""Compare recorded GPU evidence (tests/evidence/*_h100.jsonl, *_h200.jsonl) with attncap's tables.
 
 CPU only: needs attncap, not torch.
 
@@ -21,7 +21,11 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EVIDENCE_DIR = os.path.join(ROOT, "tests", "evidence")
-FILES = ("sdpa_h100.jsonl", "fa4_h100.jsonl")
+FILES = ("sdpa_h100.jsonl", "fa4_h100.jsonl", "fa4_sm90_h200.jsonl")
+# Sweeps in the flat per-pair shape (no env header; attncap.evidence reads both shapes), with the
+# environment their README gives: checked by `attncap evidence import` in tests/test_gpu_evidence.py.
+FLAT_SWEEPS = {"fa4_sm90_plane16_h200.jsonl": {"arch": "sm90", "versions": {"flash-attn-4": "4.0.0b36",
+                                                                          "torch": "2.11.0+cu130"}}}
 
 
 def load(name):

@@ -256,6 +256,20 @@ def _grads_check(r, case, tensors, ref_tensors, tol_b):
     r["bwd_correct"] = ok
 
 
+def _cuda_poisoned() -> bool | None:
+    """After a failure: does a trivial CUDA op still work in this process?  An illegal
+    address leaves the context sticky-broken (every later CUDA call fails)."""
+    if DEVICE != "cuda":
+        return None
+    import torch
+    try:
+        torch.ones(1, device="cuda").add_(1).sum().item()
+        torch.cuda.synchronize()
+        return False
+    except BaseException:
+        return True
+
+
 def _rnd(x):
     if x is None or not math.isfinite(x):
         return None if x is None else str(x)
@@ -402,6 +416,7 @@ def run_fa4(case):
     except BaseException as e:  # AssertionError from _validate_head_dims, DSL errors...
         r["error"] = _short(e)
         r["fwd_s"] = round(time.time() - t0, 1)
+        r["sticky_cuda_error"] = _cuda_poisoned()
         return _finish(r)
     r["fwd_s"] = round(time.time() - t0, 1)
     scale = 1.0 / math.sqrt(dqk)
@@ -425,6 +440,7 @@ def run_fa4(case):
         r["ran_backward"] = False
         r["bwd_error"] = _short(e)
         r["bwd_s"] = round(time.time() - t0, 1)
+        r["sticky_cuda_error"] = _cuda_poisoned()
         return _finish(r)
     r["bwd_s"] = round(time.time() - t0, 1)
     ref_bshd.backward(dout.double())

@@ -86,7 +86,7 @@ def summarize(records):
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--backend", default="sdpa", help="sdpa | fa4 | all | a backend id")
+    ap.add_argument("--backend", default="sdpa", help="sdpa | fa4 | fa4-sm90 | all | a backend id")
     ap.add_argument("--out", required=True)
     ap.add_argument("--jobs", type=int, default=8)
     ap.add_argument("--timeout", type=float, default=120.0, help="per case, seconds")
@@ -101,6 +101,8 @@ def main(argv=None):
         todo = [c for c in all_cases if c["backend"] in casesmod.SDPA_BACKENDS]
     elif a.backend == "fa4":
         todo = [c for c in all_cases if c["backend"] == casesmod.FA4]
+    elif a.backend == "fa4-sm90":
+        todo = casesmod.fa4_sm90_cases()
     elif a.backend == "all":
         todo = all_cases
     else:
