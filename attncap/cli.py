@@ -64,7 +64,8 @@ def _context(args):
             raise ValueError(f"--version {item!r}: expected PACKAGE=VERSION")
         versions[package] = version or None
     # The query carries the arch (it may come from an overlay's vocabulary).
-    base = Environment() if args.no_detect else Environment.detect()
+    # Without --arch the arch is the GPU's ("default: the detected GPU"): only then ask torch.
+    base = Environment() if args.no_detect else Environment.detect(device=args.arch is None)
     env = base.replace(versions=versions, cudnn=args.cudnn)
     return registry, query, env
 

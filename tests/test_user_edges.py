@@ -559,3 +559,16 @@ def test_item9_png_title_wraps_and_the_legend_has_no_empty_rows():
     assert all(len(line) <= 48 for line in title.splitlines()) and "sm121" in title
     labels = legend_labels({"table": 3, "probe": 0, "probe_rejected": 0, "known_issue": 1, "unsupported": 0})
     assert labels == [("table", "supported (3 shapes)"), ("known_issue", "blocked by a known issue (1 shape)")]
+
+
+def test_item6_cli_without_arch_asks_the_gpu_and_names_an_unknown_one(monkeypatch, capsys):
+    monkeypatch.setattr(environment, "_torch_device", lambda: ("13.0", None))
+    environment._detect.cache_clear()
+    attncap.clear_cache()
+    try:
+        assert main(["resolve", "--head-dim", "128"]) == 2
+        assert "attncap: GPU with compute capability 13.0 is not in the data; add it (docs/adding-hardware.md)" \
+            in capsys.readouterr().err
+    finally:
+        environment._detect.cache_clear()
+        attncap.clear_cache()
