@@ -572,3 +572,10 @@ def test_item6_cli_without_arch_asks_the_gpu_and_names_an_unknown_one(monkeypatc
     finally:
         environment._detect.cache_clear()
         attncap.clear_cache()
+
+
+def test_item8_html_lists_conditional_issues(capsys):
+    assert main(["matrix", "--backend", "flash-attn-4", "--version", "4.0.0b11", "--arch", "sm100",
+                 "--max-head-dim", "300", "--format", "html"]) == 0
+    out = capsys.readouterr().out
+    assert "<code>sm100-hd256-cross-attention</code> (with seqlen_q != seqlen_kv): (256, 256) on sm100</li>" in out
