@@ -89,6 +89,8 @@ def test_item7_replace_keeps_an_overlay_vocabulary(tmp_path, monkeypatch):
     vocab = attncap.load_registry((tmp_path,)).vocabulary
     q = AttentionQuery(arch="sm130", head_dim_qk=128, training=True, vocabulary=vocab)
     assert q.replace(training=False) == AttentionQuery(arch="sm130", head_dim_qk=128, vocabulary=vocab)
+    import pickle
+    assert pickle.loads(pickle.dumps(q)) == q  # pickling keeps it too
     with pytest.raises(InvalidQueryError):  # without the overlay, sm130 stays unknown
         AttentionQuery(arch="sm130", head_dim_qk=128)
 
