@@ -40,7 +40,7 @@ def smallest_changes(b, q, c, *, versions: bool = True) -> list[Reason]:
         if d.supported:
             found.append(Reason("change", f"{b.id} runs this {what} (rule {d.rule})", d.rule, None, field,
                                 value, getattr(q, field)))
-    return found + (_version_change(b, q, c) if versions else [])
+    return found + (version_change(b, q, c) if versions else [])
 
 
 def _changes_of_query(q):
@@ -52,8 +52,9 @@ def _changes_of_query(q):
         yield "mask", other, f"with mask={other}"
 
 
-def _version_change(b, q, c) -> list[Reason]:
-    """Another version of the package, else another cuDNN (with the same or another version)."""
+def version_change(b, q, c) -> list[Reason]:
+    """Another version of the package, else another cuDNN (with the same or another version); also for a
+    package that is not installed (c.version None)."""
     from .resolver import evaluate
 
     def works(version, cudnn):

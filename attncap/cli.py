@@ -17,6 +17,21 @@ def _query_args(p: argparse.ArgumentParser) -> None:
     q.add_argument("--head-dim", type=int, required=True, help="head_dim_qk")
     q.add_argument("--head-dim-v", type=int, help="default: --head-dim")
     q.add_argument("--training", action="store_true", help="backward pass needed")
+    add_feature_flags(q)
+    e = p.add_argument_group("environment (what-if)")
+    e.add_argument("--version", action="append", default=[], metavar="PACKAGE=VERSION",
+                   help="e.g. flash-attn-4=4.0.0b11; PACKAGE= (empty) means not installed")
+    e.add_argument("--cudnn", help="cuDNN runtime version, e.g. 9.10.2")
+    e.add_argument("--no-detect", action="store_true",
+                   help="ignore the installed packages: only --version/--cudnn count (Python: Environment(...)); "
+                        "without it they change the installed environment (Environment.detect().replace(...))")
+    e.add_argument("--data", action="append", default=[], metavar="DIR", help="overlay capability directory")
+    e.add_argument("--no-probes", action="store_true", help="answer from the table only")
+    p.add_argument("--json", action="store_true")
+
+
+def add_feature_flags(q) -> None:
+    """The query's flags beyond arch, dtype, head dims and pass (also used by matrix and diff-versions)."""
     q.add_argument("--causal", action="store_true", help="causal mask, top-left aligned (PyTorch convention)")
     q.add_argument("--mask", choices=MASKS)
     q.add_argument("--window", help="sliding window L,R (-1 = unbounded)")
@@ -30,16 +45,6 @@ def _query_args(p: argparse.ArgumentParser) -> None:
     q.add_argument("--page-size", type=int, help="paged KV cache page size")
     q.add_argument("--deterministic", action="store_true")
     q.add_argument("--sinks", action="store_true")
-    e = p.add_argument_group("environment (what-if)")
-    e.add_argument("--version", action="append", default=[], metavar="PACKAGE=VERSION",
-                   help="e.g. flash-attn-4=4.0.0b11; PACKAGE= (empty) means not installed")
-    e.add_argument("--cudnn", help="cuDNN runtime version, e.g. 9.10.2")
-    e.add_argument("--no-detect", action="store_true",
-                   help="ignore the installed packages: only --version/--cudnn count (Python: Environment(...)); "
-                        "without it they change the installed environment (Environment.detect().replace(...))")
-    e.add_argument("--data", action="append", default=[], metavar="DIR", help="overlay capability directory")
-    e.add_argument("--no-probes", action="store_true", help="answer from the table only")
-    p.add_argument("--json", action="store_true")
 
 
 def _context(args):
@@ -64,7 +69,8 @@ def _context(args):
             raise ValueError(f"--version {item!r}: expected PACKAGE=VERSION")
         versions[package] = version or None
     # The query carries the arch (it may come from an overlay's vocabulary).
-    base = Environment() if args.no_detect else Environment.detect()
+    # Without --arch the arch is the GPU's ("default: the detected GPU"): only then ask torch.
+    base = Environment() if args.no_detect else Environment.detect(device=args.arch is None)
     env = base.replace(versions=versions, cudnn=args.cudnn)
     return registry, query, env
 

@@ -163,8 +163,8 @@ def attncap_assert_selected(request):
         __tracebackhide__ = True
         resolve_kwargs.setdefault("probes", state.probes)
         env = env if env is not None else state.env()
-        if getattr(query, "arch", None) is None and (not isinstance(query, dict) or query.get("arch") is None) \
-                and env.arch is None:
+        arch = query.get("arch") if isinstance(query, dict) else getattr(query, "arch", None)
+        if arch is None and env.arch is None:
             pytest.skip(f"{SKIP_PREFIX}{backend}: {env.no_arch_message()} here and the query names no arch "
                         "(pass arch=..., or --attncap-env arch=...)")
         return assert_selected(query, backend, env, **resolve_kwargs)

@@ -95,7 +95,7 @@ class AttentionQuery:
         return f"AttentionQuery({', '.join(parts)})"
 
     def __reduce__(self):
-        return (_rebuild, (self.as_dict(),))
+        return (_rebuild, (self.as_dict(), self._vocabulary))
 
     def as_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in FIELDS}
@@ -105,8 +105,8 @@ class AttentionQuery:
         return AttentionQuery(**{**self.as_dict(), "vocabulary": self._vocabulary, **changes})
 
 
-def _rebuild(fields: dict) -> AttentionQuery:
-    return AttentionQuery(**fields)
+def _rebuild(fields: dict, vocabulary=None) -> AttentionQuery:
+    return AttentionQuery(**fields, vocabulary=vocabulary)
 
 
 _DEFAULTS = AttentionQuery.__init__.__kwdefaults__  # for a short repr

@@ -18,7 +18,7 @@ from . import probes as probe_registry
 from .environment import Environment, UnknownGPUError
 from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
-from .changes import smallest_changes
+from .changes import smallest_changes, version_change
 from .rules import CompiledBackend, Ctx, Reason, effect_note
 
 log = logging.getLogger("attncap")
@@ -421,7 +421,7 @@ def _install_hint(b, q, c) -> list[Reason]:
     """The install command for a version that supports the query, from the matching rule's specifier."""
     best = _version_rule(b, q, c)
     if best is None:  # perhaps with another cuDNN too
-        return smallest_changes(b, q, c._replace(version=c.version or "0")) or \
+        return version_change(b, q, c) or \
             [Reason("unsupported", f"no version of {b.package} supports this query on {c.arch}")]
     spec = best.versions or ""
     command = b.install.replace("{specifier}", spec)

@@ -89,6 +89,8 @@ def test_item7_replace_keeps_an_overlay_vocabulary(tmp_path, monkeypatch):
     vocab = attncap.load_registry((tmp_path,)).vocabulary
     q = AttentionQuery(arch="sm130", head_dim_qk=128, training=True, vocabulary=vocab)
     assert q.replace(training=False) == AttentionQuery(arch="sm130", head_dim_qk=128, vocabulary=vocab)
+    import pickle
+    assert pickle.loads(pickle.dumps(q)) == q  # pickling keeps it too
     with pytest.raises(InvalidQueryError):  # without the overlay, sm130 stays unknown
         AttentionQuery(arch="sm130", head_dim_qk=128)
 
@@ -559,3 +561,23 @@ def test_item9_png_title_wraps_and_the_legend_has_no_empty_rows():
     assert all(len(line) <= 48 for line in title.splitlines()) and "sm121" in title
     labels = legend_labels({"table": 3, "probe": 0, "probe_rejected": 0, "known_issue": 1, "unsupported": 0})
     assert labels == [("table", "supported (3 shapes)"), ("known_issue", "blocked by a known issue (1 shape)")]
+
+
+def test_item6_cli_without_arch_asks_the_gpu_and_names_an_unknown_one(monkeypatch, capsys):
+    monkeypatch.setattr(environment, "_torch_device", lambda: ("13.0", None))
+    environment._detect.cache_clear()
+    attncap.clear_cache()
+    try:
+        assert main(["resolve", "--head-dim", "128"]) == 2
+        assert "attncap: GPU with compute capability 13.0 is not in the data; add it (docs/adding-hardware.md)" \
+            in capsys.readouterr().err
+    finally:
+        environment._detect.cache_clear()
+        attncap.clear_cache()
+
+
+def test_item8_html_lists_conditional_issues(capsys):
+    assert main(["matrix", "--backend", "flash-attn-4", "--version", "4.0.0b11", "--arch", "sm100",
+                 "--max-head-dim", "300", "--format", "html"]) == 0
+    out = capsys.readouterr().out
+    assert "<code>sm100-hd256-cross-attention</code> (with seqlen_q != seqlen_kv): (256, 256) on sm100</li>" in out

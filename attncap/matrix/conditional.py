@@ -84,21 +84,8 @@ def conditional_json(items: list[ConditionalIssue]) -> list[dict]:
 
 def add_query_flags(p) -> None:
     """The query fields a plane can fix besides head dims (the resolve flags, same names)."""
-    from ..query import BIASES, LAYOUTS, MASKS
-    q = p.add_argument_group("query (fixed for every point of the plane)")
-    q.add_argument("--causal", action="store_true", help="causal mask, top-left aligned")
-    q.add_argument("--mask", choices=MASKS)
-    q.add_argument("--window", help="sliding window L,R (-1 = unbounded)")
-    q.add_argument("--dropout", type=float, default=0.0)
-    q.add_argument("--softcap", type=float, default=0.0)
-    q.add_argument("--bias", default="none", choices=BIASES)
-    q.add_argument("--gqa", help="query heads:kv heads, e.g. 32:8")
-    q.add_argument("--seqlen-q", type=int)
-    q.add_argument("--seqlen-kv", type=int)
-    q.add_argument("--layout", default="bshd", choices=LAYOUTS)
-    q.add_argument("--page-size", type=int)
-    q.add_argument("--deterministic", action="store_true")
-    q.add_argument("--sinks", action="store_true")
+    from ..cli import add_feature_flags
+    add_feature_flags(p.add_argument_group("query (fixed for every point of the plane)"))
 
 
 def query_fields(args) -> dict:

@@ -98,6 +98,20 @@ def _matrix_section(m: Matrix, cell: int, scale: float) -> list[str]:
         out.append(f"<div class='panel'><h3>{escape(', '.join(names))}</h3>"
                    f"{render_svg(m, names, a, cell, scale)}</div>")
     out.append("</div>")
+    return out + _conditional_html(m)
+
+
+def _conditional_html(m: Matrix) -> list[str]:
+    """The query fields the planes share, and the known issues they leave open (conditional.py)."""
+    from .blocks import describe_plane
+    from .conditional import describe_fields, grouped
+    out = [f"<p>Query fields for every point: {escape(describe_fields(m.fields))}.</p>"] if m.fields else []
+    if m.conditional:
+        out.append("<p>Known issues with other conditions (not in the pictures; they block these shapes when "
+                   "their conditions hold):</p><ul>" + "".join(
+                       f"<li><code>{escape(i.id)}</code> ({escape('; '.join(i.conditions))}): "
+                       f"{escape(describe_plane(i.plane, ', '))} on {escape(', '.join(archs))}</li>"
+                       for i, archs in grouped(m.conditional)) + "</ul>")
     return out
 
 
