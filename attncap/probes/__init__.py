@@ -128,9 +128,9 @@ def judge(backend, query, ctx, env) -> ProbeVerdict | None:
         if decl.name not in _installed:  # a metadata lookup costs ~0.5 ms: once per process
             _installed[decl.name] = probe.installed_version()
         installed = _installed[decl.name]
-        if installed != ctx.version:
-            return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, "
-                                       f"not {ctx.version}")
+        asked = (env.version(probe.package) if env is not None else None) or ctx.version  # as given, not as matched
+        if installed != asked:
+            return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, not {asked}")
         verdict = probe.check(query, ctx)
     except Exception as exc:
         return ProbeVerdict(decl.name, None, f"probe failed: {type(exc).__name__}: {exc}")
