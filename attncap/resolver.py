@@ -23,13 +23,12 @@ from .rules import CompiledBackend, Ctx, Reason
 log = logging.getLogger("attncap")
 
 ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_DEBUG = "ATTNCAP_BACKEND", "ATTNCAP_DISABLE", "ATTNCAP_PROBES", "ATTNCAP_DEBUG"
-ENV_UNVERIFIED, ENV_PROFILE = coverage.ENV_UNVERIFIED, "ATTNCAP_PROFILE"
+ENV_UNVERIFIED = coverage.ENV_UNVERIFIED
 CACHE_SIZE = 4096
 # os.environ's own dict: reading it directly keeps the cached path fast, and still sees
 # every change made through os.environ (monkeypatch, os.environ[...] = ...).
 _ENVIRON = getattr(os.environ, "_data", None)
-_ENV_KEYS = tuple(os.environ.encodekey(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_UNVERIFIED,
-                                                    ENV_PROFILE)) \
+_ENV_KEYS = tuple(os.environ.encodekey(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_UNVERIFIED)) \
     if hasattr(os.environ, "encodekey") else ()
 
 _cache: dict = {}
@@ -155,14 +154,15 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
 
     unverified: "allow" (default; the reasons say so), "warn" (UnverifiedWarning when the selected backend is
     unverified) or "deny" (an unverified backend is not selected); else ATTNCAP_UNVERIFIED.
-    profile: a consumer profile of profiles.yaml (e.g. "transformer-engine"), else ATTNCAP_PROFILE.
+    profile: a consumer profile of profiles.yaml (e.g. "transformer-engine"): its own windows and order.
     """
     if env is None:
         env = Environment.detect()
     # prefer/disable: None, a comma-separated string or an iterable (inlined: this is the hot path).
     key = (query, env, _environment_overrides(), prefer if prefer is None or type(prefer) is str else tuple(prefer),
-           disable if disable is None or type(disable) is str else tuple(disable), force, probes, registry,
-           unverified, profile)
+           disable if disable is None or type(disable) is str else tuple(disable), force, probes, registry)
+    if unverified is not None or profile is not None:  # rarely given: keep the common key short
+        key += (unverified, profile)
     resolution = _cache.get(key)
     if resolution is None:
         resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry, unverified, profile)
@@ -179,10 +179,10 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
 def _environment_overrides() -> tuple:
     """The ATTNCAP_* variables, read on every call so a change takes effect (part of the cache key)."""
     data = _ENVIRON
-    if data is None or len(_ENV_KEYS) != 5:
-        return tuple(os.environ.get(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_UNVERIFIED, ENV_PROFILE))
-    k1, k2, k3, k4, k5 = _ENV_KEYS
-    return data.get(k1), data.get(k2), data.get(k3), data.get(k4), data.get(k5)
+    if data is None or len(_ENV_KEYS) != 4:
+        return tuple(os.environ.get(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_UNVERIFIED))
+    k1, k2, k3, k4 = _ENV_KEYS
+    return data.get(k1), data.get(k2), data.get(k3), data.get(k4)
 
 
 def _resolve_uncached(query, env, prefer, disable, force, probes, registry, unverified=None,
@@ -196,7 +196,6 @@ def _resolve_uncached(query, env, prefer, disable, force, probes, registry, unve
     prefer = tuple(_split(prefer or ()))
     policy = coverage.policy(unverified)
     registry = registry or default_registry()
-    profile = profile or environ.get(ENV_PROFILE) or None
     coverage.check_profile(registry, profile)
     resolution = _resolve(query, env, prefer, disable, force, probes, registry, policy, profile)
     if policy == "warn" and resolution.outcome == "unverified":
