@@ -73,20 +73,24 @@ class Decision:
     """
 
     __slots__ = ("backend", "supported", "decided_by", "rule", "static", "probe", "_compiled", "_query", "_ctx",
-                 "_core", "_missing", "_reasons", "outcome", "_notes")
+                 "_core", "_missing", "_reasons", "_outcome", "_notes")
 
     def __init__(self, backend, supported, decided_by, rule=None, static=None, probe=None, reasons=None,
                  compiled=None, query=None, ctx=None, core=False, missing=()):
         self.backend, self.supported, self.decided_by = backend, supported, decided_by
         self.rule, self.static, self.probe, self._reasons = rule, static, probe, reasons
         self._compiled, self._query, self._ctx, self._core, self._missing = compiled, query, ctx, core, missing
-        # supported | unverified | unknown | rejected (coverage.py); reasons about versions come first
-        self.outcome, self._notes = "supported" if supported else "rejected", ()
+        # _outcome and _notes are set by classify() only (unset: a fully checked decision), keeping this cheap
+
+    @property
+    def outcome(self) -> str:
+        """supported | unverified | unknown | rejected (coverage.py, docs/format.md "Checked spans and outcomes")."""
+        return getattr(self, "_outcome", None) or ("supported" if self.supported else "rejected")
 
     @property
     def reasons(self) -> tuple[Reason, ...]:
         if self._reasons is None:
-            self._reasons = self._notes + tuple(_explain(self._compiled, self._query, self._ctx, self.static,
+            self._reasons = getattr(self, "_notes", ()) + tuple(_explain(self._compiled, self._query, self._ctx, self.static,
                                                          self.probe, self._core, self._missing,
                                                          self._ctx.version is not None))
         return self._reasons
@@ -185,6 +189,14 @@ def _environment_overrides() -> tuple:
     return data.get(k1), data.get(k2), data.get(k3), data.get(k4)
 
 
+def _unverified_variable() -> str | None:
+    """ATTNCAP_UNVERIFIED, read from os.environ's own dict (os.environ.get costs more than the rest of this path)."""
+    if _ENVIRON is None or len(_ENV_KEYS) != 4:
+        return os.environ.get(ENV_UNVERIFIED)
+    raw = _ENVIRON.get(_ENV_KEYS[3])
+    return None if raw is None else os.environ.decodevalue(raw)
+
+
 def _resolve_uncached(query, env, prefer, disable, force, probes, registry, unverified=None,
                       profile=None) -> Resolution:
     environ = os.environ
@@ -194,9 +206,12 @@ def _resolve_uncached(query, env, prefer, disable, force, probes, registry, unve
     disable = frozenset(_split(disable))
     probes = probes and environ.get(ENV_PROBES, "1") != "0"
     prefer = tuple(_split(prefer or ()))
-    policy = coverage.policy(unverified)
+    policy = unverified or _unverified_variable() or "allow"
+    if policy not in coverage.POLICIES:
+        coverage.policy(policy)  # raises, naming the value
     registry = registry or default_registry()
-    coverage.check_profile(registry, profile)
+    if profile is not None:
+        coverage.check_profile(registry, profile)
     resolution = _resolve(query, env, prefer, disable, force, probes, registry, policy, profile)
     if policy == "warn" and resolution.outcome == "unverified":
         warnings.warn(UnverifiedWarning(f"{resolution.selected} is unverified here: "
@@ -240,19 +255,18 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
 
 def classify(d: Decision, cov, blocked, policy: str) -> Decision:
     """Apply a backend's coverage (coverage.Coverage or None) and a profile's refusal to its decision."""
-    if cov is not None:
-        d._notes = cov.notes
+    d._notes = () if cov is None else cov.notes
     if blocked is not None:
         d._notes += (blocked,)
         if d.supported:
-            d.supported, d.decided_by, d.outcome = False, "profile", "rejected"
+            d.supported, d.decided_by, d._outcome = False, "profile", "rejected"
         return d
     if not d.supported or cov is None or cov.outcome == "supported":
         return d
     outcome = cov.outcome
     if outcome == "unknown" and cov.probe_decides and d.probe is not None and d.probe.supported:
         outcome = "unverified"  # an unknown build, but the installed library's own check accepts the query
-    d.outcome = outcome
+    d._outcome = outcome
     if outcome == "unknown":
         d.supported = False
     elif policy == "deny":
