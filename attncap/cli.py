@@ -1,4 +1,7 @@
-"""The `attncap` command. Exit codes: 0 = ok / selected, 1 = none can run or problems found, 2 = bad input."""
+"""The `attncap` command. Exit codes: 0 = ok / selected, 1 = none can run or problems found, 2 = bad input,
+3 = selected (resolve) or supported (explain) but unverified: a version is newer than the checked span,
+4 = nothing selected but some backend is unknown (resolve) / the backend is unknown (explain): a version is
+older than the checked span or an unknown build."""
 
 from __future__ import annotations
 
@@ -27,6 +30,11 @@ def _query_args(p: argparse.ArgumentParser) -> None:
                         "without it they change the installed environment (Environment.detect().replace(...))")
     e.add_argument("--data", action="append", default=[], metavar="DIR", help="overlay capability directory")
     e.add_argument("--no-probes", action="store_true", help="answer from the table only")
+    e.add_argument("--unverified", choices=("allow", "warn", "deny"),
+                   help="versions newer than the checked span: select with a reason (allow, the default), "
+                        "warn, or do not select (deny); default ATTNCAP_UNVERIFIED or allow")
+    e.add_argument("--profile", help="a consumer profile (profiles.yaml), e.g. transformer-engine: its own "
+                                     "version windows and preferences")
     p.add_argument("--json", action="store_true")
 
 
@@ -63,11 +71,15 @@ def _context(args):
         seqlen_kv=args.seqlen_kv, layout=args.layout, page_size=args.page_size,
         deterministic=args.deterministic, sinks=args.sinks, vocabulary=registry.vocabulary)
     versions = {}
+    from .environment import known_packages
+    from .versions import check_name
+    known = known_packages() | {p for b in registry.backends.values() for p in (b.package, *b.requires)}
     for item in args.version:
         package, sep, version = item.partition("=")
         if not sep:
             raise ValueError(f"--version {item!r}: expected PACKAGE=VERSION")
-        versions[package] = version or None
+        check_name(package.strip().lower().replace("_", "-"), known, strict=True, what="package in --version")
+        versions[package.strip()] = version.strip() or None
     # The query carries the arch (it may come from an overlay's vocabulary).
     # Without --arch the arch is the GPU's ("default: the detected GPU"): only then ask torch.
     base = Environment() if args.no_detect else Environment.detect(device=args.arch is None)
@@ -87,14 +99,15 @@ def cmd_resolve(args) -> int:
     from .resolver import BackendUnavailableError, resolve
     registry, query, env = _context(args)
     try:
-        resolution = resolve(query, env, probes=not args.no_probes, registry=registry)
+        resolution = resolve(query, env, probes=not args.no_probes, registry=registry, unverified=args.unverified,
+                             profile=args.profile)
     except BackendUnavailableError as exc:
         print(exc, file=sys.stderr)
         return 1
     print(report.to_json(resolution.as_dict()) if args.json else report.resolution_text(resolution))
     if not args.json:
         print(_environment_line(args, env))
-    return 0 if resolution.selected else 1
+    return {"supported": 0, "unverified": 3, "unknown": 4}.get(resolution.outcome, 1)
 
 
 def _environment_line(args, env) -> str:
@@ -109,15 +122,21 @@ def cmd_explain(args) -> int:
     registry, query, env = _context(args)
     if args.backend not in registry.backends:
         raise ValueError(f"unknown backend {args.backend!r}; known: {', '.join(sorted(registry.backends))}")
-    data = explain_backend(registry, args.backend, query, env, probes=not args.no_probes)
+    data = explain_backend(registry, args.backend, query, env, probes=not args.no_probes,
+                           unverified=args.unverified, profile=args.profile)
     print(report.to_json(data) if args.json else _explain_text(data))
-    return 0 if data["supported"] else 1
+    if data["supported"]:
+        return 3 if data["outcome"] == "unverified" else 0
+    return 4 if data["outcome"] == "unknown" else 1
 
 
 def _explain_text(data) -> str:
     from .rules import EFFECT_WORDS
+    verdict = data["outcome"] if data["supported"] or data["outcome"] == "unknown" else "rejected"
     lines = [f"{data['backend']} ({data['package']} {data['version'] or 'not installed'}) on {data['arch']}: "
-             f"{'supported' if data['supported'] else 'rejected'} (decided by {data['decided_by']})"]
+             f"{verdict} (decided by {data['decided_by']})"]
+    lines += [f"  {r['message']}" for r in data["reasons"] if r.get("field") in ("checked", "versions", "unverified")
+              and r["code"] in ("version", "unverified", "unknown", "policy", "profile")]
     for section in ("support", "features", "known_issues"):
         lines.append(f"{section}:")
         rows = data[section]
@@ -230,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     drift.register_cli(sub)
     from . import evidence
     evidence.register_cli(sub)
+    from . import releases
+    releases.register_cli(sub)
     from . import matrix
     matrix.register_cli(sub)
     return parser

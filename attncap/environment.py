@@ -31,11 +31,14 @@ class Environment:
 
     def __init__(self, arch=None, versions: Mapping[str, str] | None = None, cudnn: str | None = None, *,
                  unknown_gpu: str | None = None):
-        # unknown_gpu: the compute capability ("13.0") of a detected GPU the vocabulary does not name
-        merged = {_normalise(k): str(v) for k, v in (versions or {}).items() if v is not None}
-        if cudnn is not None:
-            merged[CUDNN] = str(cudnn)
-        object.__setattr__(self, "arch", None if arch is None else _arch_name(arch))
+        """Versions given here must parse (InvalidVersionError names the value); cuDNN is kept as its runtime
+        version (`9.24.1.1` -> `9.24.1`); a misspelt package name (close to a known one) is an error.
+        unknown_gpu: the compute capability ("13.0") of a detected GPU the vocabulary does not name."""
+        merged = _checked(versions, cudnn)
+        self._set(None if arch is None else _arch_name(arch), merged, unknown_gpu)
+
+    def _set(self, arch, merged: dict, unknown_gpu: str | None = None) -> None:
+        object.__setattr__(self, "arch", arch)
         object.__setattr__(self, "versions", MappingProxyType(dict(sorted(merged.items()))))
         object.__setattr__(self, "unknown_gpu", None if self.arch is not None else unknown_gpu)
         object.__setattr__(self, "_key", (self.arch, tuple(self.versions.items()), self.unknown_gpu))
@@ -54,11 +57,11 @@ class Environment:
     def replace(self, arch=None, versions: Mapping[str, str | None] | None = None, cudnn: str | None = None):
         """A copy with some fields changed; a version of None removes that package."""
         merged = dict(self.versions)
-        for key, value in (versions or {}).items():
+        new = _checked({k: v for k, v in (versions or {}).items() if v is not None}, cudnn)
+        for key in (versions or {}):
             merged.pop(_normalise(key), None)
-            if value is not None:
-                merged[_normalise(key)] = value
-        return Environment(arch or self.arch, merged, cudnn, unknown_gpu=self.unknown_gpu)
+        merged.update(new)  # only the new values are checked: a detected version is kept as found
+        return _unchecked(_arch_name(arch) if arch else self.arch, merged, self.unknown_gpu)
 
     def __hash__(self) -> int:
         return self._hash
@@ -118,6 +121,35 @@ def _normalise(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
+def _checked(versions: Mapping[str, str] | None, cudnn) -> dict[str, str]:
+    """Hand-given versions, validated (see attncap.versions); None values dropped."""
+    from .versions import check_name, checked_version
+    merged = {}
+    for key, value in (versions or {}).items():
+        if value is None:
+            continue
+        name = _normalise(str(key))
+        if name not in ALWAYS_DETECTED and name != CUDNN:  # the common names need no registry
+            check_name(name, known_packages(), strict=False)
+        merged[name] = checked_version(name, value)
+    if cudnn is not None:
+        merged[CUDNN] = checked_version(CUDNN, cudnn)
+    return merged
+
+
+def _unchecked(arch, versions: dict, unknown_gpu: str | None = None) -> Environment:
+    env = Environment.__new__(Environment)
+    env._set(arch, versions, unknown_gpu)
+    return env
+
+
+def known_packages() -> set[str]:
+    """The version keys attncap knows: every backend's package and requirements, torch, TE, cudnn."""
+    from .loader import default_registry
+    backends = default_registry().backends.values()
+    return {p for b in backends for p in (b.package, *b.requires)} | set(ALWAYS_DETECTED) | {CUDNN}
+
+
 def _arch_name(value) -> str:
     from .loader import default_registry
     from .query import _arch
@@ -130,14 +162,21 @@ def _detect(with_torch: bool) -> Environment:
     backends = default_registry().backends.values()
     packages = {p for b in backends for p in (b.package, *b.requires)} | set(ALWAYS_DETECTED)
     versions = {p: _distribution_version(p) for p in packages - {CUDNN}}
-    versions[CUDNN] = next(filter(None, map(_distribution_version, CUDNN_DISTRIBUTIONS)), None)
+    wheel = next(filter(None, map(_distribution_version, CUDNN_DISTRIBUTIONS)), None)
+    versions[CUDNN] = wheel and _runtime_cudnn(wheel)  # the wheel's 9.24.1.1 is the runtime 9.24.1
     arch = unknown = None
     if with_torch:
         cc, cudnn = _torch_device()
         known = cc and default_registry().vocabulary.arch_name(cc)
         arch, unknown = (cc, None) if known else (None, cc)  # an unknown GPU: no arch, but say which
         versions[CUDNN] = cudnn or versions[CUDNN]
-    return Environment(arch, versions, unknown_gpu=unknown)
+    found = {k: v for k, v in versions.items() if v is not None}
+    return _unchecked(None if arch is None else _arch_name(arch), found, unknown)
+
+
+def _runtime_cudnn(wheel: str) -> str:
+    from .versions import CUDNN as KEY, matched_as
+    return matched_as(KEY, wheel).version or wheel
 
 
 def _distribution_version(name: str) -> str | None:

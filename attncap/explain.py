@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from .resolver import _ctx, arch_of, evaluate
+from . import coverage
+from .resolver import _ctx, arch_of, classify, evaluate
 
 
-def explain_backend(registry, backend: str, query, env, *, probes: bool = True) -> dict:
+def explain_backend(registry, backend: str, query, env, *, probes: bool = True, unverified=None,
+                    profile=None) -> dict:
     b = registry.compiled[backend]
     arch = arch_of(query, env)
     vocab = registry.vocabulary
-    ctx = _ctx(b, env, arch, vocab.dtypes[query.dtype].bytes, vocab.cc(arch))
-    decision = evaluate(b, query, ctx, env, probes)
+    policy = coverage.policy(unverified)
+    coverage.check_profile(registry, profile)
+    cov = coverage.assess(b, env)
+    ctx = _ctx(b, env, arch, vocab.dtypes[query.dtype].bytes, vocab.cc(arch), cov)
+    blocked = coverage.profile_block(registry, profile, b, env) if ctx.version is not None else None
+    decision = classify(evaluate(b, query, ctx, env, probes), cov, blocked, policy)
     skip = frozenset() if ctx.version else frozenset({"versions"})
 
     def rows(rules, *, deny: bool = False):
@@ -27,8 +33,10 @@ def explain_backend(registry, backend: str, query, env, *, probes: bool = True) 
 
     used = [name for alternatives in query.features for name in alternatives]
     return {
-        "backend": backend, "package": b.package, "version": ctx.version, "arch": arch,
-        "supported": decision.supported, "decided_by": decision.decided_by,
+        "backend": backend, "package": b.package, "arch": arch,
+        "version": None if ctx.version is None else env.cudnn if b.package == coverage.CUDNN else env.version(b.package),
+        "matched_as": ctx.version, "supported": decision.supported, "outcome": decision.outcome,
+        "decided_by": decision.decided_by,
         "support": rows(b.support),
         "features": [row | {"id": f"{name}/{row['id']}"} for name in used for row in rows(b.features.get(name, ()))]
         + [{"id": name, "status": "fail", "source": None, "why": ["not declared"]} for name in used

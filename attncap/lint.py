@@ -334,3 +334,51 @@ def unknown_probe(registry):
             yield registry.origin(name, "probe").problem(
                 f"no probe named {backend.probe.name!r} is installed; known: {', '.join(probes.names())}",
                 sub=("name",), severity="warning")
+
+
+@registry_check("checked-spans")
+def checked_spans(registry):
+    """A span names a package the backend's rules read; the backend's own package should have one."""
+    for name, backend in registry.backends.items():
+        readable = {backend.package, *backend.requires, "cudnn", "torch"}
+        for package in backend.checked:
+            if package not in readable:
+                yield registry.origin(name, "checked", package).problem(
+                    f"{name} reads no versions of {package!r}; a span may name {', '.join(sorted(readable))}")
+        if backend.package not in backend.checked and registry.origin(name, "package") is not None:
+            yield registry.origin(name, "package").problem(
+                f"no checked span for {backend.package}: answers cannot say which of its releases were checked "
+                "(add checked: {" + f"{backend.package}" + ": {first, last, evidence}})", severity="warning")
+
+
+@registry_check("profiles")
+def profile_backends(registry):
+    for profile_name, profile in registry.profiles.items():
+        where = registry.origin("profile", profile_name)
+        named = [*profile.accepts, *(b for f in profile.families.values() for b in f.order)]
+        for backend in dict.fromkeys(named):
+            if backend not in registry.backends:
+                yield where.problem(f"profile {profile_name} names unknown backend {backend!r}; known: "
+                                    f"{', '.join(sorted(registry.backends))}")
+        for family in profile.families:
+            if family not in registry.vocabulary.families():
+                yield where.problem(f"profile {profile_name} names unknown arch family {family!r}")
+
+
+
+@registry_check("beyond-span", warns_only=True)
+def beyond_span(registry):
+    """A bound newer than the checked span's last release never takes effect: versions past `last` are
+    evaluated as `last` (docs/format.md, "Checked spans and outcomes"). Extend `checked` with the release."""
+    for name, section, rule, loc in _rules(registry):
+        backend, cond = registry.backends[name], _conditions(rule)
+        for key, package in (("versions", backend.package), ("cudnn", "cudnn")):
+            spec, span = getattr(rule, key, None) or getattr(cond, key, None), backend.checked.get(package)
+            if not spec or span is None:
+                continue
+            last = Version(span.last)
+            beyond = [s.version for s in SpecifierSet(spec) if "*" not in s.version and Version(s.version) > last]
+            if beyond:
+                yield loc.problem(f"{key} {spec!r} names {', '.join(beyond)}, newer than the last checked "
+                                  f"{package} {span.last}: it never takes effect; extend checked.{package}",
+                                  sub=("id",), severity="warning")

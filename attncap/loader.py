@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from . import lint
-from .models import VOCABULARY_FILES, ArchsFile, BackendFile, DtypesFile, Model, PolicyFile
+from .models import VOCABULARY_FILES, ArchsFile, BackendFile, DtypesFile, Model, PolicyFile, ProfilesFile
 from .registry import Location, Registry, Vocabulary
 from .yamlsource import Document, Problem, YamlError, read_document
 
@@ -226,7 +226,7 @@ def _data_path(doc: Document, loc: tuple) -> tuple:
     return path
 
 
-_MERGED_BY_ID = {"support", "features", "known_issues"}  # other keys of a backend overlay replace the value
+_MERGED_BY_ID = {"support", "features", "known_issues", "checked"}  # other keys of a backend overlay replace the value
 
 
 @dataclass
@@ -239,6 +239,7 @@ class _Merger:
     backends: dict[str, BackendFile] = field(default_factory=dict)
     origins: dict[tuple, Location] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    profiles: dict = field(default_factory=dict)
 
     def add(self, doc: Document, model: Model, problems: list[Problem]) -> None:
         self.files.append(doc.file)
@@ -252,6 +253,10 @@ class _Merger:
                 self.origins[("dtype", dtype.name)] = Location.of(doc, ("dtypes", i))
         elif isinstance(model, PolicyFile):
             self._add_policy(doc, model)
+        elif isinstance(model, ProfilesFile):
+            for name, profile in model.profiles.items():  # a later directory replaces a profile by name
+                self.profiles[name] = profile
+                self.origins[("profile", name)] = Location.of(doc, ("profiles", name))
         else:
             self._add_backend(doc, model, problems)
 
@@ -277,8 +282,11 @@ class _Merger:
         features = dict(base.features)
         for name, rules in new.features.items():
             features[name] = self._merge_rules(doc, b, ("features", name), features.get(name, []), rules, problems)
+        checked = {**base.checked, **new.checked}  # an overlay states its own spans per package
+        for package in new.checked:
+            self.origins[(b, "checked", package)] = Location.of(doc, ("checked", package))
         self.backends[b] = base.model_copy(
-            update={**given, "support": support, "known_issues": known, "features": features})
+            update={**given, "support": support, "known_issues": known, "features": features, "checked": checked})
 
     def _merge_rules(self, doc, backend, path, old, new, problems):
         """Rules by id: a new id is added, a known id replaced, `remove: true` deletes it."""
@@ -305,4 +313,4 @@ class _Merger:
                                                 "for a backend that exists already)", check="overlay"))
         if any(p.severity == "error" for p in problems):
             return None
-        return Registry(vocabulary, self.policy, self.backends, self.origins, self.files)
+        return Registry(vocabulary, self.policy, self.backends, self.origins, self.files, self.profiles)

@@ -10,8 +10,9 @@ import re
 from typing import Annotated, Literal, Union
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr,
-                      WithJsonSchema)
+                      WithJsonSchema, model_validator)
 
 Int = Annotated[int, Field(strict=True)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
@@ -52,7 +53,16 @@ def _check_compute_capability(value: object) -> str:
     raise ValueError(f"{value!r} is not a compute capability: write \"9.0\" or [9, 0]")
 
 
+def _check_version(value: str) -> str:
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise ValueError(f"{value!r} is not a PEP 440 version (e.g. '2.8.3.post1', '4.0.0b36')") from None
+    return value
+
+
 Specifier = Annotated[StrictStr, AfterValidator(_check_specifier)]
+VersionText = Annotated[StrictStr, AfterValidator(_check_version)]
 ComputeCapability = Annotated[str, BeforeValidator(_check_compute_capability), WithJsonSchema({
     "title": "Compute Capability", "description": 'a string "9.0" or a pair [9, 0]',
     "anyOf": [{"type": "string", "pattern": r"^\d+\.\d+$"},
@@ -147,6 +157,27 @@ class ProbeDeclaration(Model):
     archs: list[Name] | None = None  # the probe's domain; outside it the probe has no opinion
 
 
+class CheckedSpan(Model):
+    """The releases of one package that a backend's facts were checked against, first..last inclusive.
+
+    Outside the span a supported answer is `unverified` (newer: the rules of `last` apply) or `unknown`
+    (older: the rules of `first` apply); see docs/format.md, "Checked spans and outcomes".
+    """
+
+    first: VersionText
+    last: VersionText
+    evidence: Annotated[list[Annotated[StrictStr, Field(min_length=1)]], Field(min_length=1)]  # wheels read, GPU runs
+    # A version string that names several builds whose capabilities differ: answered `unverified`, with why.
+    ambiguous: dict[VersionText, StrictStr] = {}
+    note: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if Version(self.first) > Version(self.last):
+            raise ValueError(f"first {self.first} is newer than last {self.last}")
+        return self
+
+
 class BackendFile(Model):
     """One backend. `package`, `install` may be omitted only in an overlay of a known backend."""
 
@@ -159,6 +190,8 @@ class BackendFile(Model):
     support: list[Rule] = []
     features: dict[Feature, list[Rule]] = {}
     known_issues: list[KnownIssue] = []
+    # Per package the rules read (`package`, and companions: cudnn, torch, a `requires` entry): what was checked.
+    checked: dict[Name, CheckedSpan] = {}
 
 
 class Arch(Model):
@@ -198,15 +231,38 @@ class PolicyFile(Model):
     families: dict[Name, FamilyPolicy] = {}
 
 
+class ProfileWindow(Model):
+    """The versions of a backend's package that a consumer accepts (its policy, not the kernel's capability)."""
+
+    versions: Specifier
+    why: StrictStr
+    source: StrictStr
+
+
+class Profile(Model):
+    """A consumer's own windows and preferences (e.g. TransformerEngine's), applied only when asked for."""
+
+    description: StrictStr
+    accepts: dict[Name, ProfileWindow] = {}  # backend id -> window
+    families: dict[Name, FamilyPolicy] = {}  # preference order per arch family, replacing policy.yaml's
+    source: StrictStr | None = None
+
+
+class ProfilesFile(Model):
+    profiles: dict[Name, Profile] = {}
+
+
 # The special files of a capabilities directory; every other *.yaml is a backend file.
 VOCABULARY_FILES: dict[str, type[Model]] = {
     "archs.yaml": ArchsFile,
     "dtypes.yaml": DtypesFile,
     "policy.yaml": PolicyFile,
+    "profiles.yaml": ProfilesFile,
 }
 SCHEMA_NAMES: dict[type[Model], str] = {
     BackendFile: "backend",
     ArchsFile: "archs",
     DtypesFile: "dtypes",
     PolicyFile: "policy",
+    ProfilesFile: "profiles",
 }

@@ -100,6 +100,7 @@ class Registry:
     backends: dict[str, BackendFile]
     origins: dict[tuple, Location]
     files: list[str]
+    profiles: dict = field(default_factory=dict)  # consumer profiles by name (profiles.yaml)
 
     def origin(self, *key) -> Location | None:
         return self.origins.get(key)
@@ -112,9 +113,15 @@ class Registry:
     def _preferences(self) -> dict[str, tuple[str, ...]]:
         return {arch: tuple(self._preference(arch)) for arch in self.vocabulary.archs}
 
-    def _preference(self, arch: str) -> list[str]:
+    def profile_preference(self, arch: str, profile: str | None) -> tuple[str, ...]:
+        """The order for `arch` under a consumer profile: its own family order where it has one."""
+        if profile is None or self.vocabulary.archs[arch].family not in self.profiles[profile].families:
+            return self._preferences[arch]
+        return tuple(self._preference(arch, self.profiles[profile].families))
+
+    def _preference(self, arch: str, families=None) -> list[str]:
         family = self.vocabulary.archs[arch].family
-        chosen = self.policy.families.get(family)
+        chosen = (families or self.policy.families).get(family)
         order = list(chosen.order if chosen else self.policy.default)
         return [b for b in order if b in self.backends] + sorted(set(self.backends) - set(order))
 

@@ -11,7 +11,8 @@ def decision_table(resolution) -> str:
     lines = []
     for d in resolution.decisions:
         mark = "*" if d.backend == resolution.selected else " "
-        verdict = "supported" if d.supported else "rejected"
+        verdict = d.outcome if d.supported or d.outcome != "unverified" else "denied"  # unverified='deny'
+        verdict = "rejected" if verdict == "supported" and not d.supported else verdict
         rule = f" [{d.rule}]" if d.supported and d.rule else ""
         lines.append(f"{mark} {d.backend:<{width}}  {verdict:<9}  by {d.decided_by}{rule}")
         lines += [f"      - {r.message}" + (f"  ({r.source})" if r.source and r.code in ("known_issue", "conflict", "namespace")

@@ -12,8 +12,9 @@ import functools
 import logging
 import os
 import threading
+import warnings
 
-from . import namespace
+from . import coverage, namespace
 from . import probes as probe_registry
 from .environment import Environment, UnknownGPUError
 from .loader import default_registry, forget_default_registry
@@ -24,11 +25,12 @@ from .rules import CompiledBackend, Ctx, Reason, effect_note
 log = logging.getLogger("attncap")
 
 ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_DEBUG = "ATTNCAP_BACKEND", "ATTNCAP_DISABLE", "ATTNCAP_PROBES", "ATTNCAP_DEBUG"
+ENV_UNVERIFIED = coverage.ENV_UNVERIFIED
 CACHE_SIZE = 4096
 # os.environ's own dict: reading it directly keeps the cached path fast, and still sees
 # every change made through os.environ (monkeypatch, os.environ[...] = ...).
 _ENVIRON = getattr(os.environ, "_data", None)
-_ENV_KEYS = tuple(os.environ.encodekey(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES)) \
+_ENV_KEYS = tuple(os.environ.encodekey(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_UNVERIFIED)) \
     if hasattr(os.environ, "encodekey") else ()
 
 _cache: dict = {}
@@ -57,6 +59,10 @@ class BackendUnavailableError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
+class UnverifiedWarning(UserWarning):
+    """unverified="warn": the selected backend's versions are newer than the ones its facts were checked against."""
+
+
 class NoBackendError(RuntimeError):
     def __init__(self, resolution: Resolution):
         self.resolution = resolution
@@ -76,19 +82,26 @@ class Decision:
     """
 
     __slots__ = ("backend", "supported", "decided_by", "rule", "static", "probe", "_compiled", "_query", "_ctx",
-                 "_core", "_missing", "_reasons")
+                 "_core", "_missing", "_reasons", "_outcome", "_notes")
 
     def __init__(self, backend, supported, decided_by, rule=None, static=None, probe=None, reasons=None,
                  compiled=None, query=None, ctx=None, core=False, missing=()):
         self.backend, self.supported, self.decided_by = backend, supported, decided_by
         self.rule, self.static, self.probe, self._reasons = rule, static, probe, reasons
         self._compiled, self._query, self._ctx, self._core, self._missing = compiled, query, ctx, core, missing
+        # _outcome and _notes are set by classify() only (unset: a fully checked decision), keeping this cheap
+
+    @property
+    def outcome(self) -> str:
+        """supported | unverified | unknown | rejected (coverage.py, docs/format.md "Checked spans and outcomes")."""
+        return getattr(self, "_outcome", None) or ("supported" if self.supported else "rejected")
 
     @property
     def reasons(self) -> tuple[Reason, ...]:
         if self._reasons is None:
-            self._reasons = tuple(_explain(self._compiled, self._query, self._ctx, self.static, self.probe,
-                                           self._core, self._missing, self._ctx.version is not None))
+            self._reasons = getattr(self, "_notes", ()) + tuple(_explain(self._compiled, self._query, self._ctx, self.static,
+                                                         self.probe, self._core, self._missing,
+                                                         self._ctx.version is not None))
         return self._reasons
 
     @property
@@ -96,13 +109,14 @@ class Decision:
         return next((r.expected for r in self.reasons if r.code == "install"), None)
 
     def as_dict(self) -> dict:
-        return {"backend": self.backend, "supported": self.supported, "decided_by": self.decided_by,
-                "rule": self.rule, "static": self.static,
+        return {"backend": self.backend, "supported": self.supported, "outcome": self.outcome,
+                "decided_by": self.decided_by, "rule": self.rule, "static": self.static,
                 "probe": None if self.probe is None else self.probe.as_dict(),
                 "reasons": [r.as_dict() for r in self.reasons]}
 
     def __repr__(self) -> str:
-        return f"Decision({self.backend!r}, supported={self.supported}, decided_by={self.decided_by!r})"
+        return (f"Decision({self.backend!r}, supported={self.supported}, outcome={self.outcome!r}, "
+                f"decided_by={self.decided_by!r})")
 
 
 class Resolution:
@@ -123,6 +137,13 @@ class Resolution:
                 return d
         raise KeyError(f"unknown backend {backend!r}; known: {', '.join(d.backend for d in self.decisions)}")
 
+    @property
+    def outcome(self) -> str:
+        """The selected backend's outcome (supported or unverified); else unknown when some backend is, else none."""
+        if self.selected is not None:
+            return self.decision(self.selected).outcome
+        return "unknown" if any(d.outcome == "unknown" for d in self.decisions) else "none"
+
     def require(self) -> str:
         """The selected backend, or NoBackendError listing every backend's reasons."""
         if self.selected is None:
@@ -135,21 +156,29 @@ class Resolution:
 
     def as_dict(self) -> dict:
         return {"query": self.query.as_dict(), "arch": self.arch,
-                "environment": dict(self.env.versions), "selected": self.selected,
+                "environment": dict(self.env.versions), "selected": self.selected, "outcome": self.outcome,
                 "decisions": [d.as_dict() for d in self.decisions]}
 
 
 def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=None, disable=None, force=None,
-            probes: bool = True, registry=None) -> Resolution:
-    """Decide every backend for `query`; never raises for a valid query unless a forced backend can't run."""
+            probes: bool = True, registry=None, unverified: str | None = None, profile: str | None = None
+            ) -> Resolution:
+    """Decide every backend for `query`; never raises for a valid query unless a forced backend can't run.
+
+    unverified: "allow" (default; the reasons say so), "warn" (UnverifiedWarning when the selected backend is
+    unverified) or "deny" (an unverified backend is not selected); else ATTNCAP_UNVERIFIED.
+    profile: a consumer profile of profiles.yaml (e.g. "transformer-engine"): its own windows and order.
+    """
     if env is None:
         env = Environment.detect()
     # prefer/disable: None, a comma-separated string or an iterable (inlined: this is the hot path).
     key = (query, env, _environment_overrides(), prefer if prefer is None or type(prefer) is str else tuple(prefer),
            disable if disable is None or type(disable) is str else tuple(disable), force, probes, registry)
+    if unverified is not None or profile is not None:  # rarely given: keep the common key short
+        key += (unverified, profile)
     resolution = _cache.get(key)
     if resolution is None:
-        resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry)
+        resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry, unverified, profile)
         if not resolution.provisional:
             with _cache_lock:
                 if len(_cache) >= CACHE_SIZE:
@@ -163,13 +192,22 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
 def _environment_overrides() -> tuple:
     """The ATTNCAP_* variables, read on every call so a change takes effect (part of the cache key)."""
     data = _ENVIRON
-    if data is None or len(_ENV_KEYS) != 3:
-        return tuple(os.environ.get(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES))
-    k1, k2, k3 = _ENV_KEYS
-    return data.get(k1), data.get(k2), data.get(k3)
+    if data is None or len(_ENV_KEYS) != 4:
+        return tuple(os.environ.get(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_UNVERIFIED))
+    k1, k2, k3, k4 = _ENV_KEYS
+    return data.get(k1), data.get(k2), data.get(k3), data.get(k4)
 
 
-def _resolve_uncached(query, env, prefer, disable, force, probes, registry) -> Resolution:
+def _unverified_variable() -> str | None:
+    """ATTNCAP_UNVERIFIED, read from os.environ's own dict (os.environ.get costs more than the rest of this path)."""
+    if _ENVIRON is None or len(_ENV_KEYS) != 4:
+        return os.environ.get(ENV_UNVERIFIED)
+    raw = _ENVIRON.get(_ENV_KEYS[3])
+    return None if raw is None else os.environ.decodevalue(raw)
+
+
+def _resolve_uncached(query, env, prefer, disable, force, probes, registry, unverified=None,
+                      profile=None) -> Resolution:
     environ = os.environ
     force = force or environ.get(ENV_FORCE) or None
     if disable is None:
@@ -177,7 +215,17 @@ def _resolve_uncached(query, env, prefer, disable, force, probes, registry) -> R
     disable = frozenset(_split(disable))
     probes = probes and environ.get(ENV_PROBES, "1") != "0"
     prefer = tuple(_split(prefer or ()))
-    resolution = _resolve(query, env, prefer, disable, force, probes, registry or default_registry())
+    policy = unverified or _unverified_variable() or "allow"
+    if policy not in coverage.POLICIES:
+        coverage.policy(policy)  # raises, naming the value
+    registry = registry or default_registry()
+    if profile is not None:
+        coverage.check_profile(registry, profile)
+    resolution = _resolve(query, env, prefer, disable, force, probes, registry, policy, profile)
+    if policy == "warn" and resolution.outcome == "unverified":
+        warnings.warn(UnverifiedWarning(f"{resolution.selected} is unverified here: "
+                                        + "; ".join(r.message for r in resolution.decision(resolution.selected)
+                                                    .reasons if r.field == "checked")), stacklevel=3)
     if environ.get(ENV_DEBUG) == "1":
         log.debug("resolved %r -> %s\n%s", query, resolution.selected, resolution.table())
     return resolution
@@ -202,19 +250,44 @@ def arch_of(query: AttentionQuery, env: Environment) -> str:
     return arch
 
 
-def _resolve(query, env, prefer, disable, force, probes, registry) -> Resolution:
+def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow", profile=None) -> Resolution:
     arch = arch_of(query, env)
-    plan = _plan(registry, arch, query, env, prefer, disable, force)
+    plan = _plan(registry, arch, query, env, prefer, disable, force, profile)
     decisions = []
-    for name, b, ctx, view in plan:
+    for name, b, ctx, view, cov, blocked in plan:
         if b is None:
             decisions.append(Decision(name, False, "disabled", reasons=_FORCED if force else _DISABLED))
-        else:
+        elif cov is None and blocked is None:  # checked versions, no profile window: the common, cheap case
             decisions.append(evaluate(b, query, ctx, env, probes, view))
+        else:
+            decisions.append(classify(evaluate(b, query, ctx, env, probes, view), cov, blocked, policy))
     conflicts = _namespace_conflicts(env, registry)
     if conflicts:
         decisions = [_conflicted(d, conflicts) for d in decisions]
     return Resolution(query, env, arch, tuple(decisions), force)
+
+
+def classify(d: Decision, cov, blocked, policy: str) -> Decision:
+    """Apply a backend's coverage (coverage.Coverage or None) and a profile's refusal to its decision."""
+    d._notes = () if cov is None else cov.notes
+    if blocked is not None:
+        d._notes += (blocked,)
+        if d.supported:
+            d.supported, d.decided_by, d._outcome = False, "profile", "rejected"
+        return d
+    if not d.supported or cov is None or cov.outcome == "supported":
+        return d
+    outcome = cov.outcome
+    if outcome == "unknown" and cov.probe_decides and d.probe is not None and d.probe.supported:
+        outcome = "unverified"  # an unknown build, but the installed library's own check accepts the query
+    d._outcome = outcome
+    if outcome == "unknown":
+        d.supported = False
+    elif policy == "deny":
+        d.supported = False
+        d._notes += (Reason("policy", "not selected: unverified='deny' (or ATTNCAP_UNVERIFIED=deny)",
+                            field="unverified", expected="allow", actual="deny"),)
+    return d
 
 
 @functools.lru_cache(maxsize=64)
@@ -233,19 +306,23 @@ def _conflicted(d: Decision, conflicts: dict) -> Decision:
     message, proven = conflicts[ctx.package]
     reason = Reason("conflict" if proven else "namespace", message, None, SOURCE, "versions", None, ctx.version)
     supported, decided_by = (False, "conflict") if proven else (d.supported, d.decided_by)
-    return Decision(d.backend, supported, decided_by, d.rule, d.static, d.probe, (reason, *d.reasons))
+    out = Decision(d.backend, supported, decided_by, d.rule, d.static, d.probe, (reason, *d.reasons))
+    if hasattr(d, "_outcome"):
+        out._outcome = d._outcome if supported else "rejected"
+    return out
 
 
 _plans: dict = {}
 
 
-def _plan(registry, arch, query, env, prefer, disable, force) -> tuple:
-    """(backend, compiled backend or None if disabled, Ctx, View) in preference order.
+def _plan(registry, arch, query, env, prefer, disable, force, profile=None) -> tuple:
+    """(backend, compiled backend or None if disabled, Ctx, View, Coverage or None when fully checked,
+    profile refusal or None) in preference order.
 
     Cached per environment, dtype and pass: everything here is the same for every query that shares them.
     """
     dtype = query.dtype
-    key = (registry, arch, dtype, query.training, env, prefer, disable, force)
+    key = (registry, arch, dtype, query.training, env, prefer, disable, force, profile)
     plan = _plans.get(key)
     if plan is not None:
         return plan
@@ -254,17 +331,20 @@ def _plan(registry, arch, query, env, prefer, disable, force) -> tuple:
         if name not in compiled:
             raise InvalidQueryError("backend", name, f"one of {', '.join(sorted(compiled))}")
     order = [force] if force else []
-    order += [b for b in (*prefer, *registry.preference(arch)) if b not in order]
+    order += [b for b in (*prefer, *registry.profile_preference(arch, profile)) if b not in order]
     elem_bytes = registry.vocabulary.dtypes[dtype].bytes
     cc = registry.vocabulary.cc(arch)
     plan = []
     for name in order:
         if (force and name != force) or name in disable:
-            plan.append((name, None, None, None))
+            plan.append((name, None, None, None, None, None))
         else:
             b = compiled[name]
-            ctx = _ctx(b, env, arch, elem_bytes, cc)
-            plan.append((name, b, ctx, b.view(query, ctx)))  # views read only the query's dtype and pass
+            cov = coverage.assess(b, env)
+            ctx = _ctx(b, env, arch, elem_bytes, cc, cov)
+            cov = None if cov.outcome == "supported" and not cov.notes else cov
+            blocked = coverage.profile_block(registry, profile, b, env) if ctx.version is not None else None
+            plan.append((name, b, ctx, b.view(query, ctx), cov, blocked))  # views read only the dtype and pass
     plan = tuple(plan)
     if len(_plans) > CACHE_SIZE:
         _plans.clear()
@@ -272,11 +352,13 @@ def _plan(registry, arch, query, env, prefer, disable, force) -> tuple:
     return plan
 
 
-def _ctx(b: CompiledBackend, env: Environment, arch: str, elem_bytes: int, cc) -> Ctx:
-    """What the rules of `b` are evaluated against; a missing required distribution counts as not installed."""
+def _ctx(b: CompiledBackend, env: Environment, arch: str, elem_bytes: int, cc, cov=None) -> Ctx:
+    """What the rules of `b` are evaluated against: the versions as matched and clamped to the checked spans
+    (coverage.assess); a missing required distribution counts as not installed."""
+    cov = cov or coverage.assess(b, env)
     absent = tuple(r for r in b.requires if env.version(r) is None)
-    version = None if absent else env.version(b.package)
-    return Ctx(arch, elem_bytes, version, env.cudnn, b.package, cc, absent)
+    version = None if absent else cov.version
+    return Ctx(arch, elem_bytes, version, cov.cudnn, b.package, cc, absent)
 
 
 def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, probes: bool, view=None) -> Decision:
@@ -413,8 +495,19 @@ def _arch_order(archs) -> list[str]:
 def _version_rule(b, q, c):
     """The support rule that matches but for the version, preferring one still open-ended."""
     candidates = [r for r in b.support if r.matches(q, c, frozenset({"versions"}))]
+    if c.version is not None:  # never advise a downgrade: keep rules that some version >= the installed one meets
+        candidates = [r for r in candidates if not r.versions or not _only_older(r.versions, c.version)]
     open_ended = [r for r in candidates if r.versions and "<" not in r.versions and "==" not in r.versions]
     return open_ended[0] if open_ended else (candidates[-1] if candidates else None)
+
+
+def _only_older(specifier: str, version: str) -> bool:
+    """Every version `specifier` admits is older than `version` (an upper bound at or below it)."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+    v = Version(version)
+    return any((s.operator == "<" and Version(s.version) <= v) or (s.operator in ("<=", "==") and
+               "*" not in s.version and Version(s.version) < v) for s in SpecifierSet(specifier))
 
 
 def _install_hint(b, q, c) -> list[Reason]:

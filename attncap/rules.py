@@ -322,6 +322,7 @@ class CompiledBackend:
     features: dict[str, tuple[CompiledRule, ...]]
     known_issues: tuple[CompiledRule, ...]
     views: dict = field(default_factory=dict, compare=False)
+    checked: dict = field(default_factory=dict, compare=False)  # package -> CheckedSpan (models)
 
     def view(self, q: Query, c: Ctx) -> View:
         """The rules that can apply to queries of q's dtype and pass on c's arch and versions."""
@@ -352,7 +353,8 @@ def compile_backend(b: BackendFile, vocab) -> CompiledBackend:
     support = tuple(_rule(r, vocab) for r in b.support)
     features = {name: tuple(_rule(r, vocab) for r in rules) for name, rules in b.features.items()}
     known = tuple(_known_issue(k, vocab) for k in b.known_issues)
-    return CompiledBackend(b.backend, b.package, b.install, tuple(b.requires), b.probe, support, features, known)
+    return CompiledBackend(b.backend, b.package, b.install, tuple(b.requires), b.probe, support, features, known,
+                           checked=dict(b.checked))
 
 
 def compile_registry(registry) -> dict[str, CompiledBackend]:

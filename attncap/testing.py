@@ -130,8 +130,13 @@ def parse_env(text: str, base: Environment) -> Environment:
         else:
             versions[key] = value or None
     try:
+        from .environment import known_packages
+        from .versions import check_name
+        for key in versions:  # a misspelt package would otherwise be ignored silently
+            check_name(key.lower().replace("_", "-"), known_packages(), strict=True,
+                       what="package in --attncap-env")
         return base.replace(arch=arch or None, versions=versions, cudnn=cudnn)
-    except InvalidQueryError as exc:
+    except ValueError as exc:  # InvalidQueryError (arch), InvalidVersionError (a version or a package name)
         raise MarkerError(f"--attncap-env: {exc}") from None
 
 

@@ -28,6 +28,11 @@ archs:
 FLASH = """\
 # yaml-language-server: $schema=../schemas/backend.schema.json
 backend: torch-sdpa-flash
+checked:  # the rules below name torch 2.15: say it was checked, or newer torch is evaluated as 2.14.0
+  torch:
+    first: 2.11.0
+    last: 2.15.0
+    evidence: [torch 2.15.0 wheel read (sdp_utils.cpp check_flash_attention_hardware_support)]
 support:
   - id: sm130
     arch: [sm130]
@@ -48,6 +53,8 @@ backend: rubin-attention
 package: rubin-attention
 install: pip install "rubin-attention{specifier}"
 description: a vendor kernel library for the rubin family
+checked:  # the releases these facts were checked against: newer ones are answered "unverified"
+  rubin-attention: {first: 1.0.0, last: 1.1.0, evidence: [rubin_attention/interface.py of 1.0.0 and 1.1.0 read]}
 support:
   - id: rubin
     arch: {family: rubin}

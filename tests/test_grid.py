@@ -9,18 +9,17 @@ import pytest
 from attncap import AttentionQuery, Environment, default_registry, resolve
 from attncap.grid import Plane, blocks, describe_values, paint, regions
 from attncap.models import Conditions, IntRange
-from attncap.rules import Ctx
+from attncap.resolver import _ctx
 
 VERSIONS = {"flash-attn-4": ["4.0.0b4", "4.0.0b8", "4.0.0b10", "4.0.0b11", "4.0.0b16", "4.0.0b36"],
             "flash-attn": ["2.3.0", "2.6.3", "2.8.3"], "torch": ["2.11.0", "2.13.0"],
-            "transformer-engine": ["2.9.0"]}  # cudnn-fused requires it; planes assume requirements are met
+            "transformer-engine": ["2.20.0"]}  # cudnn-fused requires it; planes assume requirements are met
 
 
 def _plane_verdict(registry, backend, query, env, n=320):
     b = registry.compiled[backend]
     vocab = registry.vocabulary
-    ctx = Ctx(query.arch, vocab.dtypes[query.dtype].bytes, env.version(b.package), env.cudnn, b.package,
-              vocab.cc(query.arch))
+    ctx = _ctx(b, env, query.arch, vocab.dtypes[query.dtype].bytes, vocab.cc(query.arch))  # versions as matched
     return regions(b, registry.backends[backend], query, ctx, n)
 
 
@@ -42,7 +41,8 @@ def test_plane_equals_pointwise_resolve(seed):
         for _ in range(25):
             qk, v = rng.randint(1, 320), rng.choice([rng.randint(1, 320), None])
             query = template.replace(head_dim_qk=qk, head_dim_v=v or qk)
-            expected = resolve(query, env, probes=False).decision(backend).supported
+            decision = resolve(query, env, probes=False).decision(backend)
+            expected = decision.supported or decision.outcome == "unknown"  # the rules allow; coverage withholds
             assert ((qk, v or qk) in plane.supported) == expected, (backend, query, env)
             checked += 1
     assert checked == 1500

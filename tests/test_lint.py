@@ -252,3 +252,49 @@ def test_warnings_do_not_fail_loading(tmp_path):
     registry, problems = check_paths([packaged_dir(), tmp_path])
     assert registry is not None and any(p.check == "install-template" for p in problems)
     assert re.search(r"toy\.yaml:4:\d+: install: ", str(next(p for p in problems if p.check == "install-template")))
+
+
+# ---- checked spans and profiles (docs/format.md, "Checked spans and outcomes") -----------
+
+SPAN = "checked:\n  toy: {first: '1.0', last: '1.5', evidence: [toy 1.0 and 1.5 read]}\n"
+
+
+def test_checked_spans(tmp_path):
+    toy(tmp_path, "checked:\n  numpy: {first: '1.0', last: '2.0', evidence: [read]}\n"
+                  "support: [{id: r, source: test}]\n")
+    problems = found(tmp_path, "checked-spans")
+    assert [p.severity for p in problems] == ["error", "warning"]
+    assert "toy reads no versions of 'numpy'" in problems[0].message and problems[0].field == "checked.numpy"
+    assert "no checked span for toy" in problems[1].message and problems[1].field == "package"
+
+
+def test_checked_spans_passes(tmp_path):
+    toy(tmp_path, SPAN + "support: [{id: r, source: test}]\n")
+    assert found(tmp_path, "checked-spans") == []
+
+
+def test_beyond_span(tmp_path):
+    toy(tmp_path, SPAN + "support: [{id: r, versions: '>=2.0', source: test}]\n")
+    [problem] = found(tmp_path, "beyond-span")
+    assert problem.severity == "warning" and problem.field == "support[0].id"
+    assert "names 2.0, newer than the last checked toy 1.5: it never takes effect" in problem.message
+
+
+def test_beyond_span_passes(tmp_path):
+    toy(tmp_path, SPAN + "support: [{id: r, versions: '>=1.2,<1.5', source: test}]\n")
+    assert found(tmp_path, "beyond-span") == []
+
+
+PROFILES = "# yaml-language-server: $schema=../schemas/profiles.schema.json\nprofiles:\n  mine:\n" \
+           "    description: a consumer\n    accepts:\n      {backend}: {{versions: '<2.9', why: w, source: s}}\n"
+
+
+def test_profiles(tmp_path):
+    write(tmp_path, "profiles.yaml", PROFILES.format(backend="flash-attn-9"))
+    [problem] = found(tmp_path, "profiles")
+    assert "profile mine names unknown backend 'flash-attn-9'" in problem.message and problem.line == 4
+
+
+def test_profiles_passes(tmp_path):
+    write(tmp_path, "profiles.yaml", PROFILES.format(backend="flash-attn-2"))
+    assert found(tmp_path, "profiles") == []

@@ -29,7 +29,7 @@ def registry():
 
 
 # The matrix describes a version as if the backend's `requires` were installed (cudnn-fused: TE).
-REQUIRED = {"transformer-engine": "2.9.0"}
+REQUIRED = {"transformer-engine": "2.20.0"}  # inside cudnn-fused's checked span
 
 
 def _env(package: str, version: str, cudnn: str | None) -> Environment:

@@ -248,7 +248,7 @@ def test_table_lists_every_backend_with_reasons(registry):
                 registry=registry, probes=False)
     table = r.table()
     assert "toy-attn" in table and "head_dim_qk=300 > max 256" in table
-    assert set(r.as_dict()) == {"query", "arch", "environment", "selected", "decisions"}
+    assert set(r.as_dict()) == {"query", "arch", "environment", "selected", "outcome", "decisions"}
 
 
 def test_cli_resolve_exit_codes(capsys):

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from attncap import schema as schema_module
 from attncap.cli import main
 from attncap.loader import packaged_dir
-from attncap.models import SCHEMA_NAMES, VOCABULARY_FILES, ArchsFile, BackendFile, DtypesFile, PolicyFile
+from attncap.models import SCHEMA_NAMES, VOCABULARY_FILES, ArchsFile, BackendFile, DtypesFile, PolicyFile, ProfilesFile
 
 PACKAGED = sorted(packaged_dir().glob("*.yaml"))
 KIND = {model: name for model, name in SCHEMA_NAMES.items()}
@@ -74,7 +74,8 @@ def test_generate_is_deterministic():
 
 # (c) -------------------------------------------------------------------------------------
 
-MODELS = {"backend": BackendFile, "archs": ArchsFile, "dtypes": DtypesFile, "policy": PolicyFile}
+MODELS = {"backend": BackendFile, "archs": ArchsFile, "dtypes": DtypesFile, "policy": PolicyFile,
+          "profiles": ProfilesFile}
 B = {"backend": "toy", "package": "toy", "install": "pip install toy{specifier}"}
 ARCH = {"name": "sm130", "compute_capability": "13.0", "family": "rubin"}
 

@@ -64,5 +64,15 @@ def plane_context(registry, backend: str, arch: str, dtype: str, version: str, c
     vocab = registry.vocabulary
     template = AttentionQuery(arch=arch, dtype=dtype, head_dim_qk=64, training=training, vocabulary=vocab,
                               **(fields or {}))
-    package = registry.compiled[backend].package
-    return template, Ctx(arch, vocab.dtypes[dtype].bytes, version, cudnn, package, vocab.cc(arch))
+    b = registry.compiled[backend]
+    version, cudnn = _as_evaluated(b, version, cudnn)
+    return template, Ctx(arch, vocab.dtypes[dtype].bytes, version, cudnn, b.package, vocab.cc(arch))
+
+
+def _as_evaluated(b, version: str | None, cudnn: str | None) -> tuple[str | None, str | None]:
+    """The versions the rules are judged at, as resolve() does: matched, and clamped to the checked spans."""
+    from ..coverage import assess
+    from ..environment import Environment
+    versions = {b.package: version} if b.package != "cudnn" else {}
+    cov = assess(b, Environment(versions=versions, cudnn=version if b.package == "cudnn" else cudnn))
+    return (version and cov.version), cov.cudnn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -108,11 +109,30 @@ def cmd_diff_versions(args) -> int:
     archs, dtypes = _names(registry, args)
     cudnn = _cudnn(registry, args.backend, args.cudnn, Environment.detect()) if args.backend in registry.compiled \
         else None
-    changes = diff_versions(registry, args.backend, args.old, args.new, archs=archs, dtypes=dtypes,
+    old, new, notes = _within_spans(registry, args)
+    changes = diff_versions(registry, args.backend, old, new, archs=archs, dtypes=dtypes,
                             training=args.training, cudnn=cudnn, n=args.max_head_dim, fields=query_fields(args))
-    print(render_diff(args.backend, args.old, args.new, changes, args.format, training=args.training,
-                      n=args.max_head_dim))
+    out = render_diff(args.backend, old, new, changes, args.format, training=args.training, n=args.max_head_dim)
+    if args.format == "json":
+        out = json.dumps({**json.loads(out), "requested": [args.old, args.new], "checked": notes}, indent=2)
+    print("\n".join(notes + [out]) if args.format != "json" else out)
     return 0
+
+
+def _within_spans(registry, args) -> tuple[str, str, list[str]]:
+    """The versions compared: a version outside the backend's checked span is compared as the span's end
+    whose rules apply to it (so a newer release shows no invented removals), with a line saying so."""
+    from ..coverage import within_span
+    from ..versions import checked_version
+    check_backend(registry, args.backend)
+    b = registry.compiled[args.backend]
+    compared, notes = [], []
+    for version in (args.old, args.new):
+        seen, why = within_span(b, checked_version(b.package, version))
+        compared.append(seen)
+        if why:
+            notes.append(f"{args.backend} {version}: {why}; compared as {seen}")
+    return compared[0], compared[1], notes
 
 
 def add_matrix_arguments(p) -> None:

@@ -130,9 +130,9 @@ def judge(backend, query, ctx, env) -> ProbeVerdict | None:
         installed = _installed[decl.name]
         if installed is None:
             return probe.verdict(None, f"it asks the installed {probe.package}, and none is installed here")
-        if installed != ctx.version:
-            return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, "
-                                       f"not {ctx.version}")
+        asked = (env.version(probe.package) if env is not None else None) or ctx.version  # as given, not as matched
+        if installed != asked:
+            return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, not {asked}")
         verdict = probe.check(query, ctx)
     except Exception as exc:
         return ProbeVerdict(decl.name, None, f"probe failed: {type(exc).__name__}: {exc}")
