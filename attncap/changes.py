@@ -97,8 +97,8 @@ _CANDIDATE = {">=": (False, ">="), "==": (False, " "), "~=": (False, "~="), ">":
 
 def _candidates(specifiers, current: str | None) -> list[tuple[str, str]]:
     """(a version, its specifier as shown) for every boundary the specifiers name (a known issue's
-    `<X` is where it is fixed): newer than `current` first (ascending), then older ones (descending),
-    the nearest upgrade before any downgrade. `>X` and `<=X` try X with its last number one higher."""
+    `<X` is where it is fixed) newer than `current`, ascending: the nearest upgrade first, never a
+    downgrade (an older release is no fix for a newer one). `>X` and `<=X` try X with its last number one higher."""
     found = {}
     for text in filter(None, specifiers):
         try:
@@ -116,9 +116,7 @@ def _candidates(specifiers, current: str | None) -> list[tuple[str, str]]:
         now = Version(current) if current is not None else None
     except InvalidVersion:
         now = None
-    newer = sorted(v for v in found if now is None or v > now)
-    older = sorted((v for v in found if now is not None and v < now), reverse=True)
-    return [found[v] for v in newer + older]
+    return [found[v] for v in sorted(v for v in found if now is None or v > now)]  # never a downgrade
 
 
 def _upper_bound(b, rule_id: str | None) -> str:
