@@ -80,9 +80,12 @@ def test_sm90_plane_supported(hd, hdv, training):
 
 def test_sm90_undecided_is_not_supported():
     # causal backward for head_dim 97..128 uses another tile than the one measured
-    d = fa4(128, 64, True, mask="causal_bottom_right", seqlen_q=512, seqlen_kv=512)
+    d = fa4(128, 208, True, mask="causal_bottom_right", seqlen_q=512, seqlen_kv=512)
     assert not d.supported and any("unverified" in r.message for r in d.reasons)
-    assert fa4(128, 64, True).supported
+    assert not any(r.effect for r in d.reasons if "unverified" in r.message)
+    # measured causal: the other tile fits where the non-causal one is over the SMEM limit
+    assert fa4(128, 192, True, mask="causal_bottom_right", seqlen_q=512, seqlen_kv=512).supported
+    assert not fa4(128, 192, True).supported
     # versions before the one measured
     old = attncap.resolve(attncap.AttentionQuery(arch="sm90", head_dim_qk=192, head_dim_v=128),
                           attncap.Environment(arch="sm90", versions={"flash-attn-4": "4.0.0b30"}), probes=False)

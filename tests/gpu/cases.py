@@ -227,6 +227,11 @@ def fa4_sm90_cases():
         add("sm90_seqlen", dqk=dqk, dv=dv, sq=17, skv=4099)
     for dqk, dv in _sm90_block_pairs():
         add("sm90_blocks", dqk=dqk, dv=dv)
+    # causal where the tiles differ from the non-causal ones: backward head_dim 97..128 (64x128), and
+    # the forward head_dim 81..96 (192x128), which fits in SMEM for head_dim_v up to 176
+    for dqk, dv in ((128, 64), (128, 32), (128, 96), (128, 144), (120, 64), (128, 192),
+                    (96, 160), (96, 176), (88, 168), (80, 192)):
+        add("sm90_causal_tiles", dqk=dqk, dv=dv, mask="causal_bottom_right")
     return out
 
 
