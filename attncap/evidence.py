@@ -366,8 +366,12 @@ def render(result: dict, fmt: str) -> str:
              f"{len(problems)} disagreement(s)"]
     lines += [f"  {result['file']}:{r.obs.line}: {_describe(r)}" for r in problems]
     for g, a, b in result["mixed_blocks"]:
+        training, dtype, mask, gqa, window = g
+        what = f"{'training' if training else 'inference'} {dtype} mask={mask}" + (" gqa" if gqa else "") + \
+            (" window" if window else "")
         lines.append(f"  note: block qk {(a - 1) * result['block'] + 1}..{a * result['block']} x v "
-                     f"{(b - 1) * result['block'] + 1}..{b * result['block']} {g} has mixed outcomes")
+                     f"{(b - 1) * result['block'] + 1}..{b * result['block']} ({what}) has mixed outcomes "
+                     "(e.g. other sequence lengths)")
     if result["yaml"]:
         lines += ["proposed known issues (review, merge into capabilities/, give each a reason):", result["yaml"]]
     return "\n".join(lines)

@@ -78,11 +78,17 @@ def test_sm90_plane_supported(hd, hdv, training):
     assert fa4(hd, hdv, training).supported
 
 
+def test_sm90_masks_change_tiles():
+    # causal/local backward for head_dim 97..128 uses a 64-row tile, which fits where 80 rows do not
+    assert fa4(128, 192, True, mask="causal_bottom_right", seqlen_q=512, seqlen_kv=512).supported
+    assert fa4(128, 192, True, window=(128, 0)).supported
+    assert not fa4(128, 192, True).supported
+    # a window shrinks the forward tile for head_dim > 128: inference fits, the backward does not
+    assert fa4(176, 256, False, window=(128, 0)).supported and not fa4(176, 256, False).supported
+    assert not fa4(176, 256, True, window=(128, 0)).supported
+
+
 def test_sm90_undecided_is_not_supported():
-    # causal backward for head_dim 97..128 uses another tile than the one measured
-    d = fa4(128, 64, True, mask="causal_bottom_right", seqlen_q=512, seqlen_kv=512)
-    assert not d.supported and any("unverified" in r.message for r in d.reasons)
-    assert fa4(128, 64, True).supported
     # versions before the one measured
     old = attncap.resolve(attncap.AttentionQuery(arch="sm90", head_dim_qk=192, head_dim_v=128),
                           attncap.Environment(arch="sm90", versions={"flash-attn-4": "4.0.0b30"}), probes=False)

@@ -227,6 +227,17 @@ def fa4_sm90_cases():
         add("sm90_seqlen", dqk=dqk, dv=dv, sq=17, skv=4099)
     for dqk, dv in _sm90_block_pairs():
         add("sm90_blocks", dqk=dqk, dv=dv)
+    # causal where the tiles differ from the non-causal ones: backward head_dim 97..128 (64x128), and
+    # the forward head_dim 81..96 (192x128), which fits in SMEM for head_dim_v up to 176
+    for dqk, dv in ((128, 64), (128, 32), (128, 96), (128, 144), (120, 64), (128, 192),
+                    (96, 160), (96, 176), (88, 168), (80, 192)):
+        add("sm90_causal_tiles", dqk=dqk, dv=dv, mask="causal_bottom_right")
+    for dqk, dv in ((128, 208), (128, 224), (128, 240), (128, 256)):
+        add("sm90_causal_tiles", dqk=dqk, dv=dv, mask="causal_bottom_right")
+    # sliding window (local): the causal tiles for head_dim <= 128, smaller tile_n above
+    for dqk, dv in ((16, 48), (32, 64), (64, 32), (96, 160), (128, 64), (128, 96), (128, 192), (128, 256),
+                    (144, 64), (192, 128), (176, 256), (192, 256), (208, 144), (256, 64), (80, 208)):
+        add("sm90_window", dqk=dqk, dv=dv, window=(128, 0))
     return out
 
 
