@@ -59,6 +59,8 @@ def version_change(b, q, c) -> list[Reason]:
 
     def works(version, cudnn):
         return evaluate(b, q, c._replace(version=version, cudnn=cudnn, absent=()), None, False)
+    if not any(r.matches(q, c, _VERSION_FIELDS) for r in b.support):
+        return []  # no support rule holds at any version: trying each version cannot help
     versions = _candidates([r.versions for r in _rules(b)], c.version)
     for version, spec in versions:
         d = works(version, c.cudnn)
@@ -72,6 +74,9 @@ def version_change(b, q, c) -> list[Reason]:
                 if d.supported:
                     return [_install(b, spec, cudnn_spec, d)]
     return []
+
+
+_VERSION_FIELDS = frozenset({"versions", "cudnn"})
 
 
 def _install(b, spec: str | None, cudnn_spec: str | None, d) -> Reason:
