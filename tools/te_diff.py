@@ -1,0 +1,182 @@
+"""attncap against TransformerEngine's real get_attention_backend, config by config (see te_harness).
+
+    python tools/te_diff.py [TE_VERSION ...]     prints agreement per backend and the disagreement clusters
+
+A grid of AttentionParams (archs x dtypes x head dims x masks x layouts x features x TE's further
+fields) is drawn with a fixed seed, so every run judges the same configurations. Per backend:
+- FlashAttention 2/3/4: TE's gate (FA installed) vs attncap's decision for that backend.
+- FusedAttention: TE's utils.py gate vs cudnn-fused. TE's C++/cuDNN check is stubbed as "supported"
+  (te_harness), so attncap rejecting what utils.py passed on ("cudnn") is attncap modelling that
+  check (a cluster to explain), while attncap accepting what utils.py refused is a bug to fix.
+A disagreement cluster is (TE version, backend, direction, signature): TE's first "Disabling" message
+for the backend when attncap is the permissive side, attncap's failing rule/feature when it is the
+stricter side, with numbers replaced by N.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import te_harness  # noqa: E402
+
+VERSIONS = ("2.20.2", "2.14.0")
+FA_VERSIONS = {"flash-attn-2": "2.8.3", "flash-attn-3": "3.0.0"}  # FA4: the installed one (its validator)
+ARCHS = {(8, 0): "sm80", (8, 9): "sm89", (9, 0): "sm90", (10, 0): "sm100", (10, 3): "sm103", (12, 0): "sm120"}
+CUDNNS = ((9, 8, 0), (9, 13, 1), (9, 18, 1), (9, 21, 0))
+HEAD_DIMS = ((64, 64), (128, 128), (72, 72), (96, 96), (192, 128), (256, 256), (192, 192), (64, 512))
+LAYOUTS = ("bshd_bshd_bshd", "sbhd_sbhd_sbhd", "thd_thd_thd", "bs3hd", "t3hd", "bshd_bs2hd")
+MASKS = ("no_mask", "causal", "causal_bottom_right", "padding", "padding_causal", "padding_causal_bottom_right",
+         "arbitrary")
+SEQLENS = ((1024, 1024), (1, 2048), (1024, 512), (512, 1024), (2048, 2048), (4096, 4096))
+BACKENDS = ("flash-attn-2", "flash-attn-3", "flash-attn-4", "cudnn-fused")
+_TE_NAMES = {"flash-attn-2": ("FlashAttention 2", "FlashAttention "), "flash-attn-3": ("FlashAttention 3",),
+             "flash-attn-4": ("FlashAttention 4",), "cudnn-fused": ("FusedAttention",)}
+
+
+def _pick(rng, default, *others, p_default=0.6):
+    return default if rng.random() < p_default else rng.choice(others)
+
+
+def grid(n: int, seed: int = 15):
+    """n (arch, cudnn, AttentionParams fields) configurations, the same for the same n and seed."""
+    import torch
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        arch = rng.choice(list(ARCHS))
+        sq, skv = rng.choice(SEQLENS)
+        hq, hkv = rng.choice(((16, 16), (16, 8), (16, 2)))
+        qk, v = rng.choice(HEAD_DIMS)
+        layout = rng.choice(LAYOUTS)
+        p = dict(qkv_dtype=rng.choice((torch.bfloat16, torch.float16)), qkv_type=torch.Tensor, qkv_layout=layout,
+                 batch_size=2, num_heads=hq, num_gqa_groups=hkv, max_seqlen_q=sq, max_seqlen_kv=skv,
+                 head_dim_qk=qk, head_dim_v=v, attn_mask_type=rng.choice(MASKS), is_training=rng.random() < 0.5,
+                 window_size=_pick(rng, None, (128, 0), (64, 64), (1023, 0)),
+                 bottom_right_diagonal=_pick(rng, True, False, p_default=0.8),
+                 softcap=_pick(rng, 0.0, 30.0, p_default=0.85), attention_dropout=_pick(rng, 0.0, 0.1, p_default=0.8),
+                 deterministic=rng.random() < 0.2, core_attention_bias_type="no_bias", core_attention_bias_shape=None,
+                 core_attention_bias_requires_grad=False, alibi_slopes_shape=None,
+                 softmax_type=_pick(rng, "vanilla", "off-by-one", "learnable", p_default=0.85),
+                 return_max_logit=rng.random() < 0.1, num_splits=_pick(rng, 1, 2, p_default=0.9),
+                 has_score_mod=rng.random() < 0.05, pad_between_seqs="thd" in layout and rng.random() < 0.3,
+                 num_tokens_q=sq * 2, num_tokens_kv=skv * 2)
+        bias = _pick(rng, "no_bias", "post_scale_bias", "alibi", p_default=0.75)
+        p["core_attention_bias_type"] = bias
+        if bias == "post_scale_bias":
+            p["core_attention_bias_shape"] = (1, hq, sq, skv)
+            p["core_attention_bias_requires_grad"] = rng.random() < 0.5
+        if rng.random() < 0.12:
+            p.update(context_parallel=True, cp_comm_type=rng.choice(("p2p", "a2a", "all_gather")), cp_size=2)
+        if rng.random() < 0.12:
+            paged = rng.random() < 0.5
+            page = rng.choice((16, 256))
+            p["inference_params"] = te_harness.InferenceParams(is_paged=paged, page_size=page if paged else 0,
+                                                               total_num_pages=64, max_pages_per_seq=8)
+            fmt = "".join(ch for ch in layout.split("_")[0] if ch.isalpha())  # a KV cache keeps q, k, v apart
+            if paged and fmt == "thd":
+                fmt = "bshd"
+            p["qkv_layout"] = ("paged_kv_" if paged else "") + f"{fmt}_{fmt}_{fmt}"
+        if rng.random() < 0.1:  # FP8 attention
+            recipe = te_harness.Recipe(rng.choice(("delayed", "current", "mxfp8")), fp8_dpa=True,
+                                       fp8_mha=rng.random() < 0.2)
+            p.update(fp8=True, fp8_meta={"recipe": recipe}, qkv_dtype=torch.float8_e4m3fn,
+                     qkv_type=te_harness.Float8Tensor, nominal_dtype=torch.bfloat16)
+        out.append((arch, rng.choice(CUDNNS), p))
+    return out
+
+
+def _signature(text: str) -> str:
+    text = text.split(" Found")[0].split(". Supported")[0].split(";")[0]
+    if " because " in text and "score_mod" in text:  # TE lists every reason; the kind is enough
+        text = text.split(" because ")[0]
+    return re.sub(r"\d+", "N", text)[:160]
+
+
+def _te_reason(backend: str, reasons: list[str]) -> str:
+    names = _TE_NAMES[backend]
+    for r in reasons:
+        if any(n in r for n in names) and "preference" not in r and "prefer FlashAttention 3" not in r:
+            return _signature(r)
+    return "(no message: dropped without a log line)"
+
+
+def _attncap_reason(decision) -> str:
+    reasons = [r for r in decision.reasons if r.code not in ("install", "probe")]
+    if not reasons:
+        return f"(decided by {decision.decided_by})"
+    r = reasons[0]
+    label = r.rule or r.field or r.code
+    if r.code == "feature":
+        label = f"feature {r.message.split(':')[0]}"
+    elif r.code == "known_issue":
+        label = f"known issue {r.rule}"
+    return _signature(f"{r.code}: {label}")
+
+
+def compare(version: str, configs, *, seed_env=None):
+    """(agreement Counter per backend, clusters {key: [count, example]}) for one TE version."""
+    from attncap.integrations.transformer_engine import environment_for, query_from_attention_params
+    from attncap.resolver import resolve
+    import importlib.metadata
+    te = te_harness.load(version)
+    fa4 = importlib.metadata.version("flash-attn-4")
+    agree: dict = defaultdict(Counter)
+    clusters: dict = {}
+    for arch, cudnn, params in configs:
+        cfg = te_harness.Config(arch=arch, cudnn=cudnn, params=params, fa2=FA_VERSIONS["flash-attn-2"],
+                                fa3=FA_VERSIONS["flash-attn-3"], fa4=fa4)
+        try:
+            verdict = te.backends(cfg)
+        except (AssertionError, ValueError, KeyError):  # TE refuses the parameters themselves
+            agree["te"]["invalid"] += 1
+            continue
+        name = ARCHS[arch]
+        query = query_from_attention_params(te.AttentionParams(**{k: v for k, v in params.items() if k in te.fields}),
+                                            arch=name)
+        env = environment_for(arch=name, transformer_engine=version, cudnn=".".join(map(str, cudnn)),
+                              flash_attn=FA_VERSIONS["flash-attn-2"], flash_attn_3=FA_VERSIONS["flash-attn-3"],
+                              flash_attn_4=fa4)
+        resolution = resolve(query, env, probes=False)
+        te_says = {**verdict.flash, "cudnn-fused": verdict.fused == "cudnn"}
+        for backend in BACKENDS:
+            if backend == "flash-attn-3" and name != "sm90":
+                continue  # TE never uses FA3 off sm90: nothing to compare
+            ours = resolution.decision(backend)
+            if ours.supported == te_says[backend]:
+                agree[backend]["agree"] += 1
+                continue
+            agree[backend]["disagree"] += 1
+            if ours.supported:
+                key = (version, backend, "attncap_permissive", _te_reason(backend, verdict.reasons))
+            else:
+                key = (version, backend, "attncap_stricter", _attncap_reason(ours))
+            entry = clusters.setdefault(key, [0, None])
+            entry[0] += 1
+            if entry[1] is None:
+                entry[1] = (name, ".".join(map(str, cudnn)), query)
+    return agree, clusters
+
+
+def main(argv) -> int:
+    versions = argv or VERSIONS
+    configs = grid(int(__import__("os").environ.get("ATTNCAP_TE_GRID", "20000")))
+    for version in versions:
+        agree, clusters = compare(version, configs)
+        print(f"== TE {version}: {len(configs)} configurations")
+        print(f"  TE refused the parameters of {agree.pop('te', {}).get('invalid', 0)}")
+        for backend, c in agree.items():
+            total = c["agree"] + c["disagree"]
+            print(f"  {backend:<14} agree {c['agree']}/{total} ({100 * c['agree'] / total:.1f}%)")
+        for key, (count, example) in sorted(clusters.items(), key=lambda kv: -kv[1][0]):
+            print(f"  {count:>6}  {key[1]:<14} {key[2]:<19} {key[3]}")
+            print(f"          e.g. {example[0]} cuDNN {example[1]} {example[2]!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
