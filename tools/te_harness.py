@@ -338,6 +338,7 @@ class TE:
             logger.addHandler(self.capture)
         fa = utils.FlashAttentionUtils
         fa.warning_printed = fa.v3_warning_printed = fa.v4_warning_printed = True  # no torch.cuda calls
+        self.has_fa4 = hasattr(fa, "v4_is_installed")  # TE 2.14 has no FlashAttention 4 path
         self.fa4_validator = _fa4_validator()
 
     @contextlib.contextmanager
@@ -367,9 +368,10 @@ class TE:
         fa.fa3_version = Version(fa3 or "0")
         fa.v3_0_0_beta = fa3 is not None and Version("3.0.0b") < fa.fa3_version < Version("3.0.0")
         fa.fa3_supports_softcap = softcap
-        fa.v4_is_installed = fa4 is not None
-        fa.fa4_version = Version(fa4 or "0")
-        fa.v4_validate_head_dims = self.fa4_validator if fa4 is not None else None
+        if self.has_fa4:
+            fa.v4_is_installed = fa4 is not None
+            fa.fa4_version = Version(fa4 or "0")
+            fa.v4_validate_head_dims = self.fa4_validator if fa4 is not None else None
 
     def call(self, cfg: Config, fa2=None, fa3=None, fa4=None):
         """One raw call with the given FA versions installed: (TE's return tuple, its reasons)."""
@@ -395,7 +397,11 @@ class TE:
             if tuple(cfg.arch) == (9, 0) and cfg.fa3 is not None:
                 out, more = self.call(cfg, fa3=cfg.fa3)
                 fa3, reasons = bool(out[5][0]), reasons + [m for m in more if m not in reasons]
-            if tuple(cfg.arch) >= (9, 0) and cfg.fa4 is not None:
+            if not self.has_fa4:
+                reasons.append(f"Disabling FlashAttention 4: TE {self.version} has no FlashAttention 4 path")
+            elif tuple(cfg.arch) < (9, 0):
+                reasons.append("Disabling FlashAttention 4 for compute capability < sm90 (not called)")
+            elif cfg.fa4 is not None:
                 out, more = self.call(cfg, fa4=cfg.fa4)
                 fa4, reasons = bool(out[5][0]), reasons + [m for m in more if m not in reasons]
         return Verdict(fa2, fa3, fa4, fused, unfused, reasons)
