@@ -25,10 +25,23 @@ Bias = Literal["none", "alibi", "post_scale", "pre_scale"]
 ContextParallel = Literal["none", "p2p", "a2a", "all_gather", "a2a+p2p"]
 Packing = Literal["none", "kv", "qkv"]
 Fp8Recipe = Literal["delayed", "current", "mxfp8", "block", "nvfp4"]
-# A relation between two integer query fields, e.g. "seqlen_q <= seqlen_kv" (rules.RELATION_FIELDS).
-Relation = Annotated[StrictStr, Field(pattern=r"^(seqlen_q|seqlen_kv|head_dim_qk|head_dim_v|num_heads_q|num_heads_kv)"
-                                              r" (<|<=|==|!=|>=|>) "
-                                              r"(seqlen_q|seqlen_kv|head_dim_qk|head_dim_v|num_heads_q|num_heads_kv)$")]
+RELATION_FIELDS = ("seqlen_q", "seqlen_kv", "head_dim_qk", "head_dim_v", "num_heads_q", "num_heads_kv")
+RELATION_OPERATORS = ("<", "<=", "==", "!=", ">=", ">")
+
+
+def _check_relation(value: str) -> str:
+    parts = value.split(" ")
+    if len(parts) != 3 or parts[0] not in RELATION_FIELDS or parts[2] not in RELATION_FIELDS \
+            or parts[1] not in RELATION_OPERATORS:
+        raise ValueError(f"{value!r} is not 'FIELD OP FIELD' (one space apart) with FIELD one of "
+                         f"{', '.join(RELATION_FIELDS)} and OP one of {' '.join(RELATION_OPERATORS)}")
+    return value
+
+
+# A relation between two integer query fields, e.g. "seqlen_q <= seqlen_kv".
+Relation = Annotated[StrictStr, AfterValidator(_check_relation), WithJsonSchema({
+    "type": "string", "description": "FIELD OP FIELD, e.g. 'seqlen_q <= seqlen_kv'",
+    "pattern": "^(" + "|".join(RELATION_FIELDS) + ") (<|<=|==|!=|>=|>) (" + "|".join(RELATION_FIELDS) + ")$"})]
 ProbeMode = Literal["override", "restrict", "advisory"]
 # What happens to a caller who runs into a known issue, worst last.
 Effect = Literal["raises", "compile_error", "resource_limit", "wrong_result", "crash", "poisons_cuda_context"]
