@@ -125,3 +125,16 @@ def test_adapter_fp8_recipe():
                                    float8_current_scaling=lambda: True)
     q = query_from_attention_params(_params(fp8=True, fp8_meta={"recipe": recipe}), arch="sm100")
     assert (q.dtype, q.fp8_recipe, q.fp8_mha) == ("fp8_e4m3", "current", False)
+
+
+def test_query_from_tensors_tells_packed_layouts():
+    torch = pytest.importorskip("torch")
+    from attncap.torch import query_from_tensors
+    qkv = torch.randn(2, 64, 3, 8, 64, dtype=torch.bfloat16)
+    q, k, v = qkv.unbind(2)
+    assert query_from_tensors(q, k, v, layout="bshd", arch="sm90").packing == "qkv"
+    kv = torch.randn(2, 64, 2, 8, 64, dtype=torch.bfloat16)
+    x = torch.randn(2, 64, 8, 64, dtype=torch.bfloat16)
+    assert query_from_tensors(x, *kv.unbind(2), layout="bshd", arch="sm90").packing == "kv"
+    assert query_from_tensors(x, x, x, layout="bshd", arch="sm90").packing is None  # one tensor thrice: not packed
+    assert query_from_tensors(x, x.clone(), x.clone(), layout="bshd", arch="sm90").packing is None
