@@ -226,7 +226,7 @@ def classify(key) -> str:
         if backend == "flash-attn-2" and (signature.endswith(": same_head_dims") or signature.endswith(": head_dim_qk")):
             return "te-pads-head-dim"
         return "kernel-check"
-    return "te-no-fa4" if "has no FlashAttention 4 path" in signature else "te-restriction"
+    return "te-no-fa4" if "has no FlashAttention N path" in signature else "te-restriction"
 
 
 def write_expectations(results, path=EXPECTATIONS) -> None:
