@@ -16,6 +16,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .models import BackendFile, Conditions, IntRange, KnownIssue, Rule
+from .query import _UNASKED, OPTIONAL_FIELDS  # query imports nothing of attncap at module level
 
 Query = Any  # an attncap.query.AttentionQuery; not imported, so that query can depend on the loaded data
 
@@ -281,6 +282,7 @@ class View:
     always: frozenset = frozenset()  # features with a rule that has no query-dependent check left
     issues_any: tuple[CompiledRule, ...] = ()  # known issues that may match any head dims
     issues_by_pair: dict = field(default_factory=dict)  # (qk, v) -> known issues naming that pair
+    issues_asked: tuple[CompiledRule, ...] = ()  # known issues on an optional field: only for queries asking one
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -291,18 +293,27 @@ class View:
             for pair in pairs or ():
                 by_pair[pair] = by_pair.get(pair, ()) + (issue,)
         set_(self, "issues_by_pair", by_pair)
-        set_(self, "issues_any", tuple(i for i in self.known_issues if not any(c.field == "head_dims" for c in i.checks)))
+        rest = [i for i in self.known_issues if not any(c.field == "head_dims" for c in i.checks)]
+        asked = tuple(i for i in rest if any(c.field in _OPTIONAL for c in i.checks))
+        set_(self, "issues_any", tuple(i for i in rest if i not in asked))
+        set_(self, "issues_asked", asked)
 
     def known_issue(self, q: Query, c: Ctx) -> CompiledRule | None:
         """A known issue that matches the query, if any (the reasons list every one that does)."""
         for issue in self.issues_any:
             if issue.matches(q, c):
                 return issue
+        if q._extra is not _UNASKED:  # an unknown field never triggers a known issue: skip them all at once
+            for issue in self.issues_asked:
+                if issue.matches(q, c):
+                    return issue
         for issue in self.issues_by_pair.get((q.head_dim_qk, q.head_dim_v), ()):
             if issue.matches(q, c):
                 return issue
         return None
 
+
+_OPTIONAL = frozenset(OPTIONAL_FIELDS)
 
 # Checks that depend only on the environment, the dtype and whether backward is needed.
 _DECIDED_BY_VIEW = frozenset({"arch", "versions", "cudnn", "transformer_engine", "dtype", "passes", "training"})
