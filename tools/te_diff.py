@@ -212,8 +212,15 @@ VERDICTS = {
 }
 
 
+def _effect(backend: str, issue_id: str) -> str | None:
+    from attncap.loader import default_registry
+    return next((k.effect for k in default_registry().backends[backend].known_issues if k.id == issue_id), None)
+
+
 def classify(key) -> str:
     _version, backend, direction, signature = key
+    if signature.startswith("known issue ") and _effect(backend, signature[len("known issue "):]):
+        return "known-issue"  # one with an effect: a bug seen on a GPU, not a gate
     if backend == "cudnn-fused":
         if signature.startswith("known issue te-"):
             return "BUG: attncap's copy of TE's own gate is stricter than TE"  # not a verdict: the test fails
