@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import report
-from .query import BIASES, LAYOUTS, MASKS
+from .query import BIASES, CONTEXT_PARALLEL, FP8_RECIPES, LAYOUTS, MASKS, PACKINGS
 
 
 def _query_args(p: argparse.ArgumentParser) -> None:
@@ -53,6 +53,18 @@ def add_feature_flags(q) -> None:
     q.add_argument("--page-size", type=int, help="paged KV cache page size")
     q.add_argument("--deterministic", action="store_true")
     q.add_argument("--sinks", action="store_true")
+    # TransformerEngine's further dimensions: left out = not asked (never rejects)
+    tri = argparse.BooleanOptionalAction
+    q.add_argument("--kv-cache", action=tri, help="a KV cache (inference); --page-size implies it")
+    q.add_argument("--context-parallel", choices=CONTEXT_PARALLEL, help="context parallelism (cp_comm_type)")
+    q.add_argument("--return-max-logit", action=tri)
+    q.add_argument("--score-mod", action=tri, help="a score_mod callback")
+    q.add_argument("--num-splits", type=int)
+    q.add_argument("--packing", choices=PACKINGS, help="kv: bshd_bs2hd-style; qkv: bs3hd/t3hd-style")
+    q.add_argument("--bias-grad", action=tri, help="the bias needs a gradient")
+    q.add_argument("--bottom-right", action=tri, help="window/ALiBi diagonal aligned bottom-right (TE default)")
+    q.add_argument("--fp8-recipe", choices=FP8_RECIPES)
+    q.add_argument("--fp8-mha", action=tri)
 
 
 def _context(args):
@@ -69,7 +81,10 @@ def _context(args):
         training=args.training, mask=mask, window=window, dropout=args.dropout, softcap=args.softcap,
         bias=args.bias, num_heads_q=heads[0], num_heads_kv=heads[1], seqlen_q=args.seqlen_q,
         seqlen_kv=args.seqlen_kv, layout=args.layout, page_size=args.page_size,
-        deterministic=args.deterministic, sinks=args.sinks, vocabulary=registry.vocabulary)
+        deterministic=args.deterministic, sinks=args.sinks, kv_cache=args.kv_cache,
+        context_parallel=args.context_parallel, return_max_logit=args.return_max_logit, score_mod=args.score_mod,
+        num_splits=args.num_splits, packing=args.packing, bias_grad=args.bias_grad, bottom_right=args.bottom_right,
+        fp8_recipe=args.fp8_recipe, fp8_mha=args.fp8_mha, vocabulary=registry.vocabulary)
     versions = {}
     from .environment import known_packages
     from .versions import check_name

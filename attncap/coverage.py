@@ -22,6 +22,7 @@ from .versions import CUDNN, matched_as
 OUTCOMES = ("supported", "unverified", "unknown", "rejected")
 POLICIES = ("allow", "warn", "deny")
 ENV_UNVERIFIED = "ATTNCAP_UNVERIFIED"
+TRANSFORMER_ENGINE = "transformer-engine"  # a companion that rules read (rules.py `transformer_engine:`)
 
 
 class Coverage(NamedTuple):
@@ -30,11 +31,12 @@ class Coverage(NamedTuple):
     outcome: str  # what a supported answer becomes: supported | unverified | unknown
     notes: tuple[Reason, ...]  # normalisation and coverage reasons, listed first in the decision
     probe_decides: bool = False  # an unknown build of the package: a probe's yes makes it unverified
+    transformer_engine: str | None = None  # the transformer-engine version the rules see (None: not installed)
 
 
 def assess(b, env) -> Coverage:
     """The coverage of backend `b` (compiled) in `env`."""
-    version, cudnn = env.version(b.package), env.cudnn
+    version, cudnn, te = env.version(b.package), env.cudnn, env.version(TRANSFORMER_ENGINE)
     packages = dict.fromkeys((b.package, *b.checked))
     notes: list[Reason] = []
     states = set()
@@ -51,9 +53,11 @@ def assess(b, env) -> Coverage:
             version = seen
         if package == CUDNN:
             cudnn = seen
+        if package == TRANSFORMER_ENGINE:
+            te = seen
     outcome = "unknown" if states & {"older", "unknown_build"} else \
         "unverified" if states & {"newer", "ambiguous"} else "supported"
-    return Coverage(version, cudnn, outcome, tuple(notes), unknown_build)
+    return Coverage(version, cudnn, outcome, tuple(notes), unknown_build, te)
 
 
 def _place(package: str, raw: str, span) -> tuple[str, str, list[Reason]]:

@@ -176,13 +176,22 @@ def satisfiable(*specifiers: str | None) -> bool:
 @registry_check("version-specifier")
 def unsatisfiable_versions(registry):
     for backend, section, rule, loc in _rules(registry):
-        for key, spec in (("versions", rule.versions), ("cudnn", _conditions(rule).cudnn)):
+        cond = _conditions(rule)
+        for key, spec in (("versions", rule.versions), ("cudnn", cond.cudnn),
+                          ("transformer_engine", cond.transformer_engine)):
             if spec and not satisfiable(spec):
                 sub = (key,) if key == "versions" or not isinstance(rule, KnownIssue) else ("when", key)
                 yield loc.problem(f"{spec!r} matches no version", sub=sub)
 
 
 def _empty_range(r: IntRange) -> str | None:
+    for name, res in (("residue", r.residue), ("not_residue", r.not_residue)):
+        if res is not None and res.equals >= res.modulo:
+            return f"{name}: no value % {res.modulo} equals {res.equals}"
+    if r.residue and r.not_residue and r.residue == r.not_residue:
+        return "residue and not_residue are the same: nothing satisfies both"
+    if r.residue and r.multiple_of and r.residue.modulo % r.multiple_of == 0 and r.residue.equals % r.multiple_of:
+        return f"a multiple of {r.multiple_of} never has % {r.residue.modulo} == {r.residue.equals}"
     if r.min is not None and r.max is not None:
         if r.min > r.max:
             return f"min {r.min} > max {r.max}"
@@ -191,8 +200,40 @@ def _empty_range(r: IntRange) -> str | None:
     return None
 
 
-RANGE_FIELDS = ("head_dim_qk", "head_dim_v", "seqlen_q", "seqlen_kv", "num_heads_q", "num_heads_kv", "page_size")
-LIST_FIELDS = ("arch", "dtype", "head_dims", "mask", "layout", "bias")
+RANGE_FIELDS = ("head_dim_qk", "head_dim_v", "seqlen_q", "seqlen_kv", "num_heads_q", "num_heads_kv", "page_size",
+                "num_splits")
+LIST_FIELDS = ("arch", "dtype", "head_dims", "mask", "layout", "bias", "context_parallel", "packing", "fp8_recipe")
+
+
+# Which orderings of (a, b) each relation allows: "<", "=", ">".
+_ORDERINGS = {"<": "<", "<=": "<=", "==": "=", "!=": "<>", ">=": "=>", ">": ">"}
+
+
+def contradictory_relations(relations: list[str]) -> str | None:
+    """Why no query satisfies all `relations` together (per pair of fields), else None."""
+    allowed: dict = {}
+    for relation in relations:
+        a, op, b = relation.split(" ")
+        ways = set(_ORDERINGS[op])
+        if a == b:
+            if "=" not in ways:
+                return f"{relation!r} can never hold"
+            continue
+        if a > b:  # one orientation per pair
+            a, b, ways = b, a, {{"<": ">", ">": "<"}.get(w, w) for w in ways}
+        allowed[(a, b)] = allowed.get((a, b), set("<=>")) & ways
+        if not allowed[(a, b)]:
+            return f"the relations on {a} and {b} contradict each other"
+    return None
+
+
+@registry_check("contradictory-relations")
+def relations_that_cannot_hold(registry):
+    for backend, section, rule, loc in _rules(registry):
+        cond, at = _conditions(rule), _where(rule)
+        why = contradictory_relations(cond.relations) if cond.relations else None
+        if why:
+            yield loc.problem(why, sub=at + ("relations",))
 
 
 @registry_check("empty-range")
@@ -216,7 +257,9 @@ def empty_ranges(registry):
 
 def _in_range(r: IntRange | None, v: int) -> bool:
     return r is None or ((r.min is None or v >= r.min) and (r.max is None or v <= r.max)
-                         and (r.multiple_of is None or v % r.multiple_of == 0))
+                         and (r.multiple_of is None or v % r.multiple_of == 0)
+                         and (r.residue is None or v % r.residue.modulo == r.residue.equals)
+                         and (r.not_residue is None or v % r.not_residue.modulo != r.not_residue.equals))
 
 
 def _contains_range(outer: IntRange, inner: IntRange | None, values: list[int] | None) -> bool:
@@ -225,6 +268,9 @@ def _contains_range(outer: IntRange, inner: IntRange | None, values: list[int] |
         return all(_in_range(outer, v) for v in values)
     if inner is None:
         return False
+    if (outer.residue or outer.not_residue) and (inner.residue, inner.not_residue) != (outer.residue,
+                                                                                       outer.not_residue):
+        return False  # residues: only the same ones are known to be covered
     return ((outer.min is None or (inner.min is not None and inner.min >= outer.min))
             and (outer.max is None or (inner.max is not None and inner.max <= outer.max))
             and (outer.multiple_of is None or (inner.multiple_of or 0) % outer.multiple_of == 0
@@ -292,7 +338,7 @@ def intersects(rule: Rule, issue: KnownIssue, vocab) -> bool:
             ok = bool({tuple(p) for p in x} & {tuple(p) for p in y})
         elif key in LIST_FIELDS:
             ok = bool(set(x) & set(y))
-        elif key in ("versions", "cudnn", "alignment_bytes"):
+        elif key in ("versions", "cudnn", "transformer_engine", "alignment_bytes", "relations"):
             ok = True
         else:
             ok = x == y

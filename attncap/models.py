@@ -19,16 +19,37 @@ PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 Name = Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 
 Pass = Literal["forward", "backward"]
-Mask = Literal["none", "causal", "causal_bottom_right", "padding", "arbitrary"]
+Mask = Literal["none", "causal", "causal_bottom_right", "padding", "arbitrary", "padding_causal",
+               "padding_causal_bottom_right"]
 Layout = Literal["bshd", "sbhd", "thd"]
-Bias = Literal["none", "alibi", "post_scale"]
+Bias = Literal["none", "alibi", "post_scale", "pre_scale"]
+ContextParallel = Literal["none", "p2p", "a2a", "all_gather", "a2a+p2p"]
+Packing = Literal["none", "kv", "qkv"]
+Fp8Recipe = Literal["delayed", "current", "mxfp8", "block", "nvfp4"]
+RELATION_FIELDS = ("seqlen_q", "seqlen_kv", "head_dim_qk", "head_dim_v", "num_heads_q", "num_heads_kv")
+RELATION_OPERATORS = ("<", "<=", "==", "!=", ">=", ">")
+
+
+def _check_relation(value: str) -> str:
+    parts = value.split(" ")
+    if len(parts) != 3 or parts[0] not in RELATION_FIELDS or parts[2] not in RELATION_FIELDS \
+            or parts[1] not in RELATION_OPERATORS:
+        raise ValueError(f"{value!r} is not 'FIELD OP FIELD' (one space apart) with FIELD one of "
+                         f"{', '.join(RELATION_FIELDS)} and OP one of {' '.join(RELATION_OPERATORS)}")
+    return value
+
+
+# A relation between two integer query fields, e.g. "seqlen_q <= seqlen_kv".
+Relation = Annotated[StrictStr, AfterValidator(_check_relation), WithJsonSchema({
+    "type": "string", "description": "FIELD OP FIELD, e.g. 'seqlen_q <= seqlen_kv'",
+    "pattern": "^(" + "|".join(RELATION_FIELDS) + ") (<|<=|==|!=|>=|>) (" + "|".join(RELATION_FIELDS) + ")$"})]
 ProbeMode = Literal["override", "restrict", "advisory"]
 # What happens to a caller who runs into a known issue, worst last.
 Effect = Literal["raises", "compile_error", "resource_limit", "wrong_result", "crash", "poisons_cuda_context"]
 Feature = Literal[
     "causal", "causal_bottom_right", "padding_mask", "arbitrary_mask", "sliding_window",
     "dropout", "softcap", "alibi", "post_scale_bias", "gqa", "varlen", "pad_between_seqs",
-    "paged_kv", "deterministic", "sinks",
+    "paged_kv", "deterministic", "sinks", "pre_scale_bias",
 ]
 FEATURES: tuple[str, ...] = Feature.__args__  # type: ignore[attr-defined]
 
@@ -73,12 +94,21 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Residue(Model):
+    """`value % modulo == equals`, e.g. {modulo: 128, equals: 64} for seqlen_kv % 128 == 64."""
+
+    modulo: PositiveInt
+    equals: Annotated[int, Field(strict=True, ge=0)]
+
+
 class IntRange(Model):
     """An inclusive integer range; any subset of the keys."""
 
     min: Int | None = None
     max: Int | None = None
     multiple_of: PositiveInt | None = None
+    residue: Residue | None = None  # value % modulo == equals
+    not_residue: Residue | None = None  # value % modulo != equals
 
 
 class ArchFamily(Model):
@@ -126,6 +156,20 @@ class Conditions(Model):
     paged_kv: StrictBool | None = None
     sinks: StrictBool | None = None
     pad_between_seqs: StrictBool | None = None
+    # TransformerEngine's dimensions; a query that leaves one unknown passes a support or feature
+    # rule and never triggers a known issue on it.
+    kv_cache: StrictBool | None = None
+    context_parallel: list[ContextParallel] | None = None
+    return_max_logit: StrictBool | None = None
+    score_mod: StrictBool | None = None
+    num_splits: IntRange | None = None
+    packing: list[Packing] | None = None
+    bias_grad: StrictBool | None = None
+    bottom_right: StrictBool | None = None
+    fp8_recipe: list[Fp8Recipe] | None = None
+    fp8_mha: StrictBool | None = None
+    relations: list[Relation] | None = None  # all must hold, e.g. ["seqlen_q <= seqlen_kv"]
+    transformer_engine: Specifier | None = None  # the installed transformer-engine version (PEP 440)
 
 
 class Rule(Conditions):

@@ -10,9 +10,14 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import Any
 
-MASKS = ("none", "causal", "causal_bottom_right", "padding", "arbitrary")
+MASKS = ("none", "causal", "causal_bottom_right", "padding", "arbitrary", "padding_causal",
+         "padding_causal_bottom_right")
 LAYOUTS = ("bshd", "sbhd", "thd")
-BIASES = ("none", "alibi", "post_scale")
+BIASES = ("none", "alibi", "post_scale", "pre_scale")
+# TransformerEngine's dimensions (None = not asked: never rejects a support rule, never triggers a known issue)
+CONTEXT_PARALLEL = ("none", "p2p", "a2a", "all_gather", "a2a+p2p")  # cp_comm_type; "none" = no CP
+PACKINGS = ("none", "kv", "qkv")  # separate q, k, v; k and v in one tensor (bshd_bs2hd); all three (bs3hd, t3hd)
+FP8_RECIPES = ("delayed", "current", "mxfp8", "block", "nvfp4")
 
 
 class InvalidQueryError(ValueError):
@@ -30,15 +35,21 @@ class InvalidQueryError(ValueError):
 FIELDS = ("arch", "dtype", "head_dim_qk", "head_dim_v", "num_heads_q", "num_heads_kv", "seqlen_q", "seqlen_kv",
           "training", "mask", "window", "dropout", "softcap", "bias", "layout", "pad_between_seqs", "page_size",
           "deterministic", "sinks")
+# TransformerEngine's further dimensions, kept in one tuple (`_extra`, properties below) so that a
+# query that asks none of them costs one attribute, not ten.
+OPTIONAL_FIELDS = ("kv_cache", "context_parallel", "return_max_logit", "score_mod", "num_splits", "packing",
+                   "bias_grad", "bottom_right", "fp8_recipe", "fp8_mha")
+_UNASKED = (None,) * len(OPTIONAL_FIELDS)
+_BASE_FIELDS = FIELDS
+FIELDS = FIELDS + OPTIONAL_FIELDS
 
-
-_FIELD_VALUES = attrgetter(*FIELDS)  # one C call for the key tuple
+_FIELD_VALUES = attrgetter(*_BASE_FIELDS, "_extra")  # one C call for the key tuple
 
 
 class AttentionQuery:
     """What the caller wants to run. `arch=None` means "the environment's arch"."""
 
-    __slots__ = FIELDS + ("gqa", "cross_attention", "features", "_vocabulary", "_key", "_hash")
+    __slots__ = _BASE_FIELDS + ("_extra", "gqa", "cross_attention", "features", "_vocabulary", "_key", "_hash")
 
     def __init__(self, *, head_dim_qk: int, dtype: Any = "bf16", head_dim_v: int | None = None, arch: Any = None,
                  num_heads_q: int | None = None, num_heads_kv: int | None = None, seqlen_q: int | None = None,
@@ -46,7 +57,10 @@ class AttentionQuery:
                  window: tuple[int, int] | None = None, dropout: float = 0.0, softcap: float = 0.0,
                  bias: str = "none", layout: str = "bshd", pad_between_seqs: bool = False,
                  page_size: int | None = None, deterministic: bool = False, sinks: bool = False,
-                 vocabulary=None):
+                 kv_cache: bool | None = None, context_parallel: str | None = None,
+                 return_max_logit: bool | None = None, score_mod: bool | None = None, num_splits: int | None = None,
+                 packing: str | None = None, bias_grad: bool | None = None, bottom_right: bool | None = None,
+                 fp8_recipe: str | None = None, fp8_mha: bool | None = None, vocabulary=None):
         vocab = vocabulary or _default_vocabulary()
         s = object.__setattr__
         s(self, "_vocabulary", vocabulary)  # kept for replace(): an overlay's arch must stay valid
@@ -72,6 +86,13 @@ class AttentionQuery:
         s(self, "page_size", _optional_positive("page_size", page_size))
         s(self, "deterministic", _bool("deterministic", deterministic))
         s(self, "sinks", _bool("sinks", sinks))
+        if (page_size is None and kv_cache is None and context_parallel is None and return_max_logit is None
+                and score_mod is None and num_splits is None and packing is None and bias_grad is None
+                and bottom_right is None and fp8_recipe is None and fp8_mha is None):
+            s(self, "_extra", _UNASKED)
+        else:
+            s(self, "_extra", _optional(page_size, kv_cache, context_parallel, return_max_logit, score_mod,
+                                        num_splits, packing, bias_grad, bottom_right, fp8_recipe, fp8_mha))
         s(self, "gqa", kv is not None and self.num_heads_q is not None and kv != self.num_heads_q)
         known = self.seqlen_q is not None and self.seqlen_kv is not None
         s(self, "cross_attention", known and self.seqlen_q != self.seqlen_kv)
@@ -105,6 +126,31 @@ class AttentionQuery:
         return AttentionQuery(**{**self.as_dict(), "vocabulary": self._vocabulary, **changes})
 
 
+def _optional_property(i: int, name: str) -> property:
+    return property(lambda self: self._extra[i], doc=f"{name} (None: not asked)")
+
+
+for _i, _name in enumerate(OPTIONAL_FIELDS):
+    setattr(AttentionQuery, _name, _optional_property(_i, _name))
+
+
+def _optional(page_size, kv_cache, context_parallel, return_max_logit, score_mod, num_splits, packing, bias_grad,
+              bottom_right, fp8_recipe, fp8_mha) -> tuple:
+    """The optional fields validated, in OPTIONAL_FIELDS order; None stays None (not asked)."""
+    if kv_cache is not None and _bool("kv_cache", kv_cache) is False and page_size is not None:
+        raise InvalidQueryError("kv_cache", kv_cache, "True (or None) when page_size is given")
+    return (True if page_size is not None else kv_cache,  # a paged cache is a KV cache
+            None if context_parallel is None else _choice("context_parallel", context_parallel, CONTEXT_PARALLEL),
+            None if return_max_logit is None else _bool("return_max_logit", return_max_logit),
+            None if score_mod is None else _bool("score_mod", score_mod),
+            None if num_splits is None else _positive("num_splits", num_splits),
+            None if packing is None else _choice("packing", packing, PACKINGS),
+            None if bias_grad is None else _bool("bias_grad", bias_grad),
+            None if bottom_right is None else _bool("bottom_right", bottom_right),
+            None if fp8_recipe is None else _choice("fp8_recipe", fp8_recipe, FP8_RECIPES),
+            None if fp8_mha is None else _bool("fp8_mha", fp8_mha))
+
+
 def _rebuild(fields: dict, vocabulary=None) -> AttentionQuery:
     return AttentionQuery(**fields, vocabulary=vocabulary)
 
@@ -115,16 +161,19 @@ _DEFAULTS = AttentionQuery.__init__.__kwdefaults__  # for a short repr
 def _features(q: AttentionQuery, *, same_lengths: bool) -> tuple:
     """The features the query uses; a tuple entry is a set of alternatives, any one suffices."""
     used: list = []
-    if q.mask in ("causal", "causal_bottom_right"):
-        # With equal lengths both alignments give the same mask.
-        used.append(("causal", "causal_bottom_right") if same_lengths else (q.mask,))
-    elif q.mask == "padding":
+    mask = q.mask
+    if mask.startswith("padding"):  # padding, padding_causal, padding_causal_bottom_right
         used.append(("padding_mask",))
+        mask = mask[8:]
+    if mask in ("causal", "causal_bottom_right"):
+        # With equal lengths both alignments give the same mask.
+        used.append(("causal", "causal_bottom_right") if same_lengths else (mask,))
     elif q.mask == "arbitrary":
         used.append(("arbitrary_mask",))
     flags = [
         (q.window is not None, "sliding_window"), (q.dropout > 0, "dropout"), (q.softcap > 0, "softcap"),
-        (q.bias == "alibi", "alibi"), (q.bias == "post_scale", "post_scale_bias"), (q.gqa, "gqa"),
+        (q.bias == "alibi", "alibi"), (q.bias == "post_scale", "post_scale_bias"),
+        (q.bias == "pre_scale", "pre_scale_bias"), (q.gqa, "gqa"),
         (q.layout == "thd", "varlen"), (q.pad_between_seqs, "pad_between_seqs"),
         (q.page_size is not None, "paged_kv"), (q.deterministic and q.training, "deterministic"),
         (q.sinks, "sinks"),

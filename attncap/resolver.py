@@ -358,7 +358,7 @@ def _ctx(b: CompiledBackend, env: Environment, arch: str, elem_bytes: int, cc, c
     cov = cov or coverage.assess(b, env)
     absent = tuple(r for r in b.requires if env.version(r) is None)
     version = None if absent else cov.version
-    return Ctx(arch, elem_bytes, version, cov.cudnn, b.package, cc, absent)
+    return Ctx(arch, elem_bytes, version, cov.cudnn, b.package, cc, absent, cov.transformer_engine)
 
 
 def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, probes: bool, view=None) -> Decision:
@@ -444,7 +444,8 @@ def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]
 # How far a failed constraint puts a rule from the query: another arch is far, a rule for
 # other versions is farther than a head-dim limit of the installed one, and a rule for one
 # exact shape tells less than a range does.
-_DISTANCE = {"arch": 100, "dtype": 10, "passes": 10, "versions": 5, "cudnn": 5, "head_dims": 3}
+_DISTANCE = {"arch": 100, "dtype": 10, "passes": 10, "versions": 5, "cudnn": 5, "transformer_engine": 5,
+             "head_dims": 3}
 
 
 def _support_failures(b, q, c) -> list[Reason]:

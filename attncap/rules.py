@@ -16,6 +16,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .models import BackendFile, Conditions, IntRange, KnownIssue, Rule
+from .query import _UNASKED, OPTIONAL_FIELDS  # query imports nothing of attncap at module level
 
 Query = Any  # an attncap.query.AttentionQuery; not imported, so that query can depend on the loaded data
 
@@ -28,6 +29,7 @@ class Ctx(NamedTuple):
     package: str
     cc: tuple[int, int]  # the arch's compute capability
     absent: tuple[str, ...] = ()  # required distributions that are not installed (then version is None)
+    te: str | None = None  # the installed transformer-engine version (`transformer_engine` conditions)
 
 
 @dataclass(frozen=True)
@@ -79,26 +81,60 @@ def version_matches(specifier: str, version: str) -> bool:
 
 def _range_check(field: str, r: IntRange, optimistic: bool) -> Check:
     lo, hi, step = r.min, r.max, r.multiple_of
+    res = (r.residue.modulo, r.residue.equals) if r.residue else None
+    nres = (r.not_residue.modulo, r.not_residue.equals) if r.not_residue else None
 
     def test(q, c):
         v = getattr(q, field)
         if v is None:
             return optimistic
-        return (lo is None or v >= lo) and (hi is None or v <= hi) and (step is None or v % step == 0)
+        return ((lo is None or v >= lo) and (hi is None or v <= hi) and (step is None or v % step == 0)
+                and (res is None or v % res[0] == res[1]) and (nres is None or v % nres[0] != nres[1]))
 
     def explain(q, c):
         v = getattr(q, field)
         if v is None:
             return _describe_range(r), None, f"{field} is unknown"
         why = f"> max {hi}" if hi is not None and v > hi else f"< min {lo}" if lo is not None and v < lo \
-            else f"not a multiple of {step}"
+            else f"not a multiple of {step}" if step is not None and v % step else \
+            f"% {res[0]} = {v % res[0]}, not {res[1]}" if res is not None and v % res[0] != res[1] else \
+            f"% {nres[0]} = {nres[1]}"
         return _describe_range(r), v, f"{field}={v} {why}"
     return Check(field, test, explain)
 
 
 def _describe_range(r: IntRange) -> str:
     text = f"{'' if r.min is None else r.min}..{'' if r.max is None else r.max}"
-    return text + (f" step {r.multiple_of}" if r.multiple_of else "")
+    text += f" step {r.multiple_of}" if r.multiple_of else ""
+    text += f" % {r.residue.modulo} == {r.residue.equals}" if r.residue else ""
+    return text + (f" % {r.not_residue.modulo} != {r.not_residue.equals}" if r.not_residue else "")
+
+
+_COMPARE = {"<": int.__lt__, "<=": int.__le__, "==": int.__eq__, "!=": int.__ne__, ">=": int.__ge__,
+            ">": int.__gt__}
+
+
+def _relation_check(relation: str, optimistic: bool) -> Check:
+    """`a op b` over two integer query fields; an unknown side passes a support rule, never an issue."""
+    a, op, b = relation.split(" ")
+    compare = _COMPARE[op]
+
+    def test(q, c):
+        x, y = getattr(q, a), getattr(q, b)
+        return optimistic if x is None or y is None else compare(x, y)
+    return Check("relations", test, lambda q, c: (relation, (getattr(q, a), getattr(q, b)),
+                                                  f"needs {relation} ({a}={getattr(q, a)}, {b}={getattr(q, b)})"))
+
+
+def _optional_set_check(field: str, allowed: frozenset, optimistic: bool) -> Check:
+    """A set check on a field the query may leave unknown (None)."""
+    shown = ", ".join(sorted(allowed))
+
+    def test(q, c):
+        v = getattr(q, field)
+        return optimistic if v is None else v in allowed
+    return Check(field, test, lambda q, c: (sorted(allowed), getattr(q, field),
+                                            f"{field} {getattr(q, field)} is not one of {shown}"), allowed)
 
 
 def _set_check(field: str, allowed: frozenset, what: str, get: Callable, key=None) -> Check:
@@ -126,7 +162,14 @@ _FLAGS: dict[str, tuple[str, Callable]] = {
     "paged_kv": ("a paged KV cache", lambda q: q.page_size is not None),
     "sinks": ("attention sinks", lambda q: q.sinks),
     "pad_between_seqs": ("padding between sequences", lambda q: q.pad_between_seqs),
+    "kv_cache": ("a KV cache (inference)", lambda q: q.kv_cache),
+    "return_max_logit": ("return_max_logit", lambda q: q.return_max_logit),
+    "score_mod": ("a score_mod callback", lambda q: q.score_mod),
+    "bias_grad": ("a bias that needs a gradient", lambda q: q.bias_grad),
+    "bottom_right": ("bottom-right aligned window/ALiBi diagonal", lambda q: q.bottom_right),
+    "fp8_mha": ("FP8 multi-head attention (fp8_mha)", lambda q: q.fp8_mha),
 }
+_OPTIONAL_SETS = ("context_parallel", "packing", "fp8_recipe")
 
 
 def _version_check(field: str, spec: str, get: Callable[[Ctx], str | None], label: Callable[[Ctx], str]) -> Check:
@@ -175,7 +218,7 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
                                           f"{'be equal' if same else 'differ'}")))
     if cond.alignment_bytes is not None:
         checks.append(_alignment_check(cond.alignment_bytes))
-    for field in ("seqlen_q", "seqlen_kv", "num_heads_q", "num_heads_kv", "page_size"):
+    for field in ("seqlen_q", "seqlen_kv", "num_heads_q", "num_heads_kv", "page_size", "num_splits"):
         if getattr(cond, field) is not None:
             checks.append(_range_check(field, getattr(cond, field), optimistic))
     if cond.mask is not None:
@@ -187,10 +230,18 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
     for field, (describe, get) in _FLAGS.items():
         if getattr(cond, field) is not None:
             checks.append(_flag_check(field, getattr(cond, field), describe, get, optimistic))
+    for field in _OPTIONAL_SETS:
+        if getattr(cond, field) is not None:
+            checks.append(_optional_set_check(field, frozenset(getattr(cond, field)), optimistic))
+    for relation in cond.relations or ():
+        checks.append(_relation_check(relation, optimistic))
     if cond.versions is not None:
         checks.append(_version_check("versions", cond.versions, lambda c: c.version, lambda c: c.package))
     if cond.cudnn is not None:
         checks.append(_version_check("cudnn", cond.cudnn, lambda c: c.cudnn, lambda c: "cuDNN"))
+    if cond.transformer_engine is not None:
+        checks.append(_version_check("transformer_engine", cond.transformer_engine, lambda c: c.te,
+                                     lambda c: "transformer-engine"))
     return tuple(checks)
 
 
@@ -272,6 +323,7 @@ class View:
     always: frozenset = frozenset()  # features with a rule that has no query-dependent check left
     issues_any: tuple[CompiledRule, ...] = ()  # known issues that may match any head dims
     issues_by_pair: dict = field(default_factory=dict)  # (qk, v) -> known issues naming that pair
+    issues_asked: tuple[CompiledRule, ...] = ()  # known issues on an optional field: only for queries asking one
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -282,21 +334,30 @@ class View:
             for pair in pairs or ():
                 by_pair[pair] = by_pair.get(pair, ()) + (issue,)
         set_(self, "issues_by_pair", by_pair)
-        set_(self, "issues_any", tuple(i for i in self.known_issues if not any(c.field == "head_dims" for c in i.checks)))
+        rest = [i for i in self.known_issues if not any(c.field == "head_dims" for c in i.checks)]
+        asked = tuple(i for i in rest if any(c.field in _OPTIONAL for c in i.checks))
+        set_(self, "issues_any", tuple(i for i in rest if i not in asked))
+        set_(self, "issues_asked", asked)
 
     def known_issue(self, q: Query, c: Ctx) -> CompiledRule | None:
         """A known issue that matches the query, if any (the reasons list every one that does)."""
         for issue in self.issues_any:
             if issue.matches(q, c):
                 return issue
+        if q._extra is not _UNASKED:  # an unknown field never triggers a known issue: skip them all at once
+            for issue in self.issues_asked:
+                if issue.matches(q, c):
+                    return issue
         for issue in self.issues_by_pair.get((q.head_dim_qk, q.head_dim_v), ()):
             if issue.matches(q, c):
                 return issue
         return None
 
 
+_OPTIONAL = frozenset(OPTIONAL_FIELDS)
+
 # Checks that depend only on the environment, the dtype and whether backward is needed.
-_DECIDED_BY_VIEW = frozenset({"arch", "versions", "cudnn", "dtype", "passes", "training"})
+_DECIDED_BY_VIEW = frozenset({"arch", "versions", "cudnn", "transformer_engine", "dtype", "passes", "training"})
 
 
 def _narrow(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> tuple[CompiledRule, ...]:
@@ -326,7 +387,7 @@ class CompiledBackend:
 
     def view(self, q: Query, c: Ctx) -> View:
         """The rules that can apply to queries of q's dtype and pass on c's arch and versions."""
-        key = (c.arch, c.version, c.cudnn, q.dtype, q.training)
+        key = (c.arch, c.version, c.cudnn, c.te, q.dtype, q.training)
         view = self.views.get(key)
         if view is None:
             view = View(_narrow(self.support, q, c), {f: _narrow(r, q, c) for f, r in self.features.items()},

@@ -85,11 +85,26 @@ def query_from_tensors(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, cau
     if seq_dim is not None:
         fields.setdefault("seqlen_q", q.shape[seq_dim])
         fields.setdefault("seqlen_kv", k.shape[seq_dim])
+    packing = _packing(q, k, v)
+    if packing is not None:
+        fields.setdefault("packing", packing)
     return AttentionQuery(
         arch=arch if arch is not None else _device_arch(q), dtype=q.dtype, head_dim_qk=q.shape[-1],
         head_dim_v=v.shape[-1], num_heads_q=q.shape[heads_dim], num_heads_kv=k.shape[heads_dim],
         training=training, mask=mask, window=window, dropout=dropout_p, softcap=softcap, layout=attncap_layout,
         deterministic=deterministic, **fields)
+
+
+def _packing(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None:
+    """"qkv" / "kv" when the tensors are views of one packed buffer (TE's bs3hd / bshd_bs2hd layouts), else None
+    (separate tensors leave the field unasked, as a hand-written query does)."""
+    try:
+        storage = [t.untyped_storage().data_ptr() for t in (q, k, v)]
+    except (RuntimeError, NotImplementedError):  # meta tensors, fakes under torch.compile
+        return None
+    if storage[1] != storage[2] or storage[1] == 0 or k.data_ptr() == v.data_ptr():  # the same tensor twice: no
+        return None
+    return "qkv" if storage[0] == storage[1] and q.data_ptr() != k.data_ptr() else "kv"
 
 
 def _device_arch(t: torch.Tensor) -> str:

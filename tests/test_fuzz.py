@@ -29,7 +29,7 @@ import attncap  # noqa: E402
 from attncap import AttentionQuery, Environment, InvalidQueryError, resolve  # noqa: E402
 from attncap.environment import _unchecked  # noqa: E402
 from attncap.loader import check_paths, packaged_dir  # noqa: E402
-from attncap.query import BIASES, FIELDS, LAYOUTS, MASKS  # noqa: E402
+from attncap.query import BIASES, CONTEXT_PARALLEL, FIELDS, FP8_RECIPES, LAYOUTS, MASKS, PACKINGS  # noqa: E402
 from attncap.rules import Reason  # noqa: E402
 from attncap.versions import InvalidVersionError  # noqa: E402
 from attncap.yamlsource import read_document  # noqa: E402
@@ -358,6 +358,14 @@ def invalid_queries(draw, registry):
         bad = draw(st.one_of(st.floats(max_value=-1e-9), st.just(float("inf")), st.just(float("nan")),
                              st.booleans(), st.text(max_size=3), st.none(), st.integers(max_value=-1),
                              st.just(10**400)))
+    elif field in ("kv_cache", "return_max_logit", "score_mod", "bias_grad", "bottom_right", "fp8_mha"):
+        bad = draw(NOT_BOOL.filter(lambda v: v is not None))  # None is valid: not asked
+    elif field == "num_splits":
+        bad = draw(NOT_POSITIVE.filter(lambda v: v is not None))
+    elif field in ("context_parallel", "packing", "fp8_recipe"):
+        allowed = {"context_parallel": CONTEXT_PARALLEL, "packing": PACKINGS, "fp8_recipe": FP8_RECIPES}[field]
+        bad = draw(st.one_of(st.text(max_size=12), st.integers(), st.sampled_from(["P2P", "ring", "qkv "]))
+                   .filter(lambda v: v not in allowed))
     else:  # pragma: no cover - a new field needs a strategy here
         raise AssertionError(f"no strategy for {field}")
     return field, {**base, field: bad}

@@ -162,11 +162,30 @@ def test_version_specifier_passes(tmp_path, spec):
     ("dtype: []", "empty list: the rule can never match"),
     ("passes: []", "empty list: the rule covers no pass"),
     ("arch: {min: sm120, max: sm80}", "the arch range covers no known arch"),
+    ("seqlen_kv: {residue: {modulo: 128, equals: 200}}", "empty range: residue: no value % 128 equals 200"),
+    ("seqlen_kv: {multiple_of: 64, residue: {modulo: 128, equals: 32}}",
+     "empty range: a multiple of 64 never has % 128 == 32"),
 ])
 def test_empty_range(tmp_path, condition, message):
     toy(tmp_path, f"support: [{{id: r, {condition}, source: test}}]\n")
     [problem] = found(tmp_path, "empty-range")
     assert problem.message == message and problem.field == "support[0]." + condition.split(":")[0]
+
+
+@pytest.mark.parametrize("relations, message", [
+    ('["seqlen_q < seqlen_kv", "seqlen_kv < seqlen_q"]', "the relations on seqlen_kv and seqlen_q contradict each other"),
+    ('["head_dim_qk != head_dim_qk"]', "'head_dim_qk != head_dim_qk' can never hold"),
+])
+def test_contradictory_relations(tmp_path, relations, message):
+    toy(tmp_path, f"support: [{{id: r, relations: {relations}, source: test}}]\n")
+    [problem] = found(tmp_path, "contradictory-relations")
+    assert problem.message == message and problem.field == "support[0].relations"
+
+
+def test_contradictory_relations_passes(tmp_path):
+    toy(tmp_path, 'support: [{id: r, relations: ["seqlen_q <= seqlen_kv", "seqlen_kv >= seqlen_q", '
+                  '"head_dim_qk >= head_dim_v"], source: test}]\n')
+    assert found(tmp_path, "contradictory-relations") == []
 
 
 def test_empty_range_passes(tmp_path):

@@ -95,6 +95,8 @@ def query_fields(args) -> dict:
               "softcap": args.softcap, "bias": args.bias, "seqlen_q": args.seqlen_q, "seqlen_kv": args.seqlen_kv,
               "layout": args.layout, "page_size": args.page_size, "deterministic": args.deterministic,
               "sinks": args.sinks}
+    from ..query import OPTIONAL_FIELDS  # TransformerEngine's further dimensions (None: not asked)
+    fields.update({f: getattr(args, f) for f in OPTIONAL_FIELDS if f != "page_size"})
     if args.window:
         fields["window"] = _pair(args.window, ",", "--window")
     if args.gqa:

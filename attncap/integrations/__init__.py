@@ -1,0 +1,1 @@
+"""Adapters from other libraries' own descriptions of an attention call to attncap queries."""
