@@ -183,7 +183,7 @@ def _empty_range(r: IntRange) -> str | None:
     if r.min is not None and r.max is not None:
         if r.min > r.max:
             return f"min {r.min} > max {r.max}"
-        if r.multiple_of and not any(v % r.multiple_of == 0 for v in range(r.min, min(r.max, r.min + r.multiple_of) + 1)):
+        if r.multiple_of and -(-r.min // r.multiple_of) * r.multiple_of > r.max:  # the first multiple >= min: O(1)
             return f"no multiple of {r.multiple_of} lies in {r.min}..{r.max}"
     return None
 

@@ -50,14 +50,25 @@ _default = None
 _default_lock = threading.Lock()
 
 
+def _reset_default_lock() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()  # a fork() child: another thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reset_default_lock)
+
+
 def default_registry() -> Registry:
     """The packaged data plus ATTNCAP_PATH overlays, loaded once (thread-safe)."""
     global _default
-    if _default is None:
+    registry = _default  # read once: forget_default_registry() may reset the global meanwhile
+    if registry is None:
         with _default_lock:
-            if _default is None:
-                _default = load_registry()
-    return _default
+            registry = _default
+            if registry is None:
+                registry = _default = load_registry()
+    return registry
 
 
 def forget_default_registry() -> None:

@@ -13,10 +13,11 @@ import os
 import threading
 
 from . import probes as probe_registry
-from .environment import Environment
+from .environment import Environment, forget_detected
 from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
 from .rules import CompiledBackend, Ctx, Reason
+from .settings import flag
 
 log = logging.getLogger("attncap")
 
@@ -32,13 +33,28 @@ _cache: dict = {}
 _cache_lock = threading.Lock()
 
 
+def _reset_cache_lock() -> None:
+    global _cache_lock
+    _cache_lock = threading.Lock()  # a fork() child: another thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reset_cache_lock)
+_generation = 0  # bumped by clear_cache(): a resolution begun before it is not stored after it
+
+
 def clear_cache() -> None:
-    """Forget cached resolutions, the loaded registry and probe results."""
+    """Forget cached resolutions, the loaded registry, the detected environment and probe results."""
+    global _generation
+    # Forget the sources first, then bump the generation: a resolution that reads the
+    # generation after the bump also reads the fresh sources, one that read it before is dropped.
+    forget_default_registry()
+    forget_detected()
+    probe_registry.clear()
     with _cache_lock:
+        _generation += 1
         _cache.clear()
         _plans.clear()
-    forget_default_registry()
-    probe_registry.clear()
 
 
 class BackendUnavailableError(RuntimeError):
@@ -134,17 +150,24 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
     """Decide every backend for `query`; never raises for a valid query unless a forced backend can't run."""
     if env is None:
         env = Environment.detect()
-    # prefer/disable: None, a comma-separated string or an iterable (inlined: this is the hot path).
-    key = (query, env, _environment_overrides(), prefer if prefer is None or type(prefer) is str else tuple(prefer),
-           disable if disable is None or type(disable) is str else tuple(disable), force, probes, registry)
+    # prefer/disable: None, a comma-separated string or an iterable, materialised once (a one-shot
+    # iterator must give the key and the resolution the same items). Inlined: this is the hot path.
+    if prefer is not None and type(prefer) is not str:
+        prefer = tuple(prefer)
+    if disable is not None and type(disable) is not str:
+        disable = tuple(disable)
+    overrides = _environment_overrides()  # read once: the key and the resolution see the same values
+    key = (query, env, overrides, prefer, disable, force, probes, registry)
     resolution = _cache.get(key)
     if resolution is None:
-        resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry)
+        generation = _generation
+        resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry, overrides)
         if not resolution.provisional:
             with _cache_lock:
-                if len(_cache) >= CACHE_SIZE:
-                    _cache.pop(next(iter(_cache)), None)
-                _cache[key] = resolution
+                if generation == _generation:
+                    if len(_cache) >= CACHE_SIZE:
+                        _cache.pop(next(iter(_cache)), None)
+                    _cache[key] = resolution
     if resolution.forced and not resolution.decision(resolution.forced).supported:
         raise BackendUnavailableError(resolution, resolution.forced)
     return resolution
@@ -159,18 +182,23 @@ def _environment_overrides() -> tuple:
     return data.get(k1), data.get(k2), data.get(k3)
 
 
-def _resolve_uncached(query, env, prefer, disable, force, probes, registry) -> Resolution:
-    environ = os.environ
-    force = force or environ.get(ENV_FORCE) or None
+def _resolve_uncached(query, env, prefer, disable, force, probes, registry, overrides) -> Resolution:
+    env_force, env_disable, env_probes = (_decode(v) for v in overrides)
+    force = force or env_force or None
     if disable is None:
-        disable = environ.get(ENV_DISABLE, "")
+        disable = env_disable or ""
     disable = frozenset(_split(disable))
-    probes = probes and environ.get(ENV_PROBES, "1") != "0"
+    probes = probes and flag(ENV_PROBES, env_probes, True)
     prefer = tuple(_split(prefer or ()))
     resolution = _resolve(query, env, prefer, disable, force, probes, registry or default_registry())
-    if environ.get(ENV_DEBUG) == "1":
+    if os.environ.get(ENV_DEBUG) == "1":
         log.debug("resolved %r -> %s\n%s", query, resolution.selected, resolution.table())
     return resolution
+
+
+def _decode(value) -> str | None:
+    """A value from _environment_overrides(): bytes when read from os.environ's own dict."""
+    return os.environ.decodevalue(value) if isinstance(value, bytes) else value
 
 
 def _split(value) -> list[str]:

@@ -10,11 +10,24 @@ opinion and says why; it never breaks resolution.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
 log = logging.getLogger("attncap")
 ENTRY_POINT_GROUP = "attncap.probes"
+CACHE_SIZE = 4096  # verdicts a probe keeps, like the resolution cache: memory stays bounded
+
+
+def remember(cache: dict, key, value, limit: int = CACHE_SIZE):
+    """Store `value` under `key`, dropping the oldest entry when the cache is full; return value."""
+    if len(cache) >= limit:
+        try:
+            cache.pop(next(iter(cache)), None)
+        except (StopIteration, RuntimeError):  # emptied or resized by another thread meanwhile
+            pass
+    cache[key] = value
+    return value
 
 
 @dataclass(frozen=True)
@@ -44,11 +57,8 @@ class Probe:
         raise NotImplementedError
 
     def installed_version(self) -> str | None:
-        import importlib.metadata
-        try:
-            return importlib.metadata.version(self.package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        from ..environment import _distribution_version  # unreadable metadata counts as absent, with a warning
+        return _distribution_version(self.package)
 
     def status(self) -> str:
         """Whether the probe can answer here, in words (for `attncap info`); may import its library."""
@@ -85,6 +95,15 @@ def judged_fields(name: str) -> frozenset[str]:
 
 
 _installed: dict[str, str | None] = {}  # probe name -> installed version of its package, looked up once
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it at fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def clear() -> None:
@@ -132,7 +151,7 @@ def judge(backend, query, ctx, env) -> ProbeVerdict | None:
             return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, "
                                        f"not {ctx.version}")
         verdict = probe.check(query, ctx)
-    except Exception as exc:
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a probe's sys.exit() must not end the caller
         return ProbeVerdict(decl.name, None, f"probe failed: {type(exc).__name__}: {exc}")
     if verdict is not None and not isinstance(verdict, ProbeVerdict):
         return ProbeVerdict(decl.name, None, f"probe failed: check() returned {type(verdict).__name__}, "
