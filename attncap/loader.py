@@ -118,12 +118,22 @@ def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
         if path.is_dir():
             # Vocabularies first, so a backend overlay in the same directory can use a new arch.
             found = sorted(path.glob("*.yaml"), key=lambda p: (p.name not in VOCABULARY_FILES, p.name))
-            files += found
+            files += [p for p in found if not p.name.startswith(".")]
+            problems += _skipped_files(path, found)
         elif path.exists():
             files.append(path)
         else:
             problems.append(Problem(str(path), 1, 1, "", "no such file or directory"))
     return files
+
+
+def _skipped_files(directory: Path, found: list[Path]) -> list[Problem]:
+    """Files a directory holds but loading does not read: said, not skipped silently."""
+    out = [Problem(str(p), 1, 1, "", "a hidden file (editor backup?) is not loaded: rename it to load it",
+                   severity="warning", check="overlay") for p in found if p.name.startswith(".")]
+    out += [Problem(str(p), 1, 1, "", "capability files end in .yaml: this .yml file is not loaded (rename it)",
+                    check="overlay") for p in sorted(directory.glob("*.yml")) if not p.name.startswith(".")]
+    return out
 
 
 def _parse(path: Path, problems: list[Problem]) -> tuple[Document | None, Model | None]:
@@ -196,6 +206,7 @@ class _Merger:
     backends: dict[str, BackendFile] = field(default_factory=dict)
     origins: dict[tuple, Location] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    backend_files: dict[tuple, str] = field(default_factory=dict)  # (directory, backend) -> its file
 
     def add(self, doc: Document, model: Model, problems: list[Problem]) -> None:
         self.files.append(doc.file)
@@ -224,6 +235,10 @@ class _Merger:
     def _add_backend(self, doc: Document, new: BackendFile, problems: list[Problem]) -> None:
         old = self.backends.get(new.backend)
         b = new.backend
+        other = self.backend_files.setdefault((Path(doc.file).parent, b), doc.file)
+        if other != doc.file:  # e.g. flash_attn_4.yaml and flash-attn-4.yaml: which wins would be the sort order
+            problems.append(doc.problem(("backend",), f"backend {b!r} is also defined in {other} (same directory): "
+                                                      "keep one file per backend", check="overlay"))
         given = {k: getattr(new, k) for k in new.model_fields_set - _MERGED_BY_ID - {"backend"}}
         for key in given:
             self.origins[(b, key)] = Location.of(doc, (key,))

@@ -220,6 +220,7 @@ class Document:
     value: object
     positions: dict[Path_, tuple[int, int]]
     key_positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # where each mapping key is
+    first_line: str = ""  # kept so that no check reads the file a second time (it may have changed)
 
     def position(self, path: Path_) -> tuple[int, int]:
         """Line and column of `path`, or of its nearest ancestor that has one."""
@@ -280,11 +281,12 @@ def parse_text(text: str, name: str) -> Document:
         raise YamlError(Problem(name, 1, 1, "", f"invalid YAML: {exc}")) from None
     except RecursionError:
         raise YamlError(Problem(name, 1, 1, "", f"nesting is deeper than {MAX_DEPTH} levels")) from None
+    first_line = text.split("\n", 1)[0]
     if node is None:
-        return Document(name, None, {(): (1, 1)})
+        return Document(name, None, {(): (1, 1)}, first_line=first_line)
     builder = _Builder(name)
     value = builder.build(node, ())
-    return Document(name, value, builder.positions, builder.key_positions)
+    return Document(name, value, builder.positions, builder.key_positions, first_line)
 
 
 def _read_text(path: Path, name: str) -> str:
