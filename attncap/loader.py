@@ -43,6 +43,8 @@ def data_dirs(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = True
     dirs = [packaged_dir()]
     if use_env:
         dirs += [Path(p) for p in os.environ.get(ENV_PATH, "").split(os.pathsep) if p]
+    if any(os.fspath(p) == "" for p in extra):  # Path("") is the current directory: never by accident
+        raise ValueError("an empty path is not a capability directory (write '.' for the current directory)")
     return dirs + [Path(p) for p in extra]
 
 
@@ -115,6 +117,12 @@ def check_paths(paths: list[Path], *, warnings: bool = True) -> tuple[Registry |
 def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
+        try:
+            path.stat()
+        except OSError as exc:  # e.g. a name too long, a symlink loop (is_dir() raises for some of these)
+            if not isinstance(exc, FileNotFoundError):
+                problems.append(Problem(_shown(path), 1, 1, "", f"cannot read: {exc.strerror or exc}"))
+                continue
         if path.is_dir():
             # Vocabularies first, so a backend overlay in the same directory can use a new arch.
             found = sorted(path.glob("*.yaml"), key=lambda p: (p.name not in VOCABULARY_FILES, p.name))
@@ -125,6 +133,11 @@ def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
         else:
             problems.append(Problem(str(path), 1, 1, "", "no such file or directory"))
     return files
+
+
+def _shown(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:100]}...{text[-60:]} ({len(text)} characters)"
 
 
 def _skipped_files(directory: Path, found: list[Path]) -> list[Problem]:

@@ -123,7 +123,7 @@ def _load_builtin_and_entry_points() -> None:
     with _lock:
         for probe in (FA4HeadDimProbe(), *(SDPAProbe(kernel) for kernel in SDPAProbe.KERNELS)):
             _probes.setdefault(probe.name, probe)
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        for ep in _entry_points():
             if ep.name in _probes:
                 continue
             try:
@@ -131,6 +131,24 @@ def _load_builtin_and_entry_points() -> None:
                 _probes[ep.name] = obj() if isinstance(obj, type) else obj
             except Exception as exc:  # a broken plugin must not break resolution
                 log.warning("attncap: probe entry point %r failed to load: %s", ep.name, exc)
+
+
+def _entry_points() -> list:
+    """The probe entry points of every readable distribution: one with unreadable metadata (a bad byte
+    in METADATA) makes importlib's all-at-once scan raise, so then each distribution is read alone."""
+    import importlib.metadata
+    try:
+        return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception:
+        pass
+    found = []
+    for dist in importlib.metadata.distributions():
+        try:
+            found += [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+        except Exception as exc:
+            log.warning("attncap: skipping a distribution with unreadable metadata (%s): %s: %s",
+                        getattr(dist, "_path", "?"), type(exc).__name__, exc)
+    return found
 
 
 def judge(backend, query, ctx, env) -> ProbeVerdict | None:
@@ -151,7 +169,8 @@ def judge(backend, query, ctx, env) -> ProbeVerdict | None:
             return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, "
                                        f"not {ctx.version}")
         verdict = probe.check(query, ctx)
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # a probe's sys.exit() must not end the caller
+    except (Exception, SystemExit) as exc:  # a probe's sys.exit() must not end the caller
+        # KeyboardInterrupt is let through: it cannot be told apart from the user's Ctrl-C.
         return ProbeVerdict(decl.name, None, f"probe failed: {type(exc).__name__}: {exc}")
     if verdict is not None and not isinstance(verdict, ProbeVerdict):
         return ProbeVerdict(decl.name, None, f"probe failed: check() returned {type(verdict).__name__}, "

@@ -123,7 +123,7 @@ class FA4HeadDimProbe(Probe):
             returned = validator(*args)
         except AssertionError as exc:
             return self.verdict(False, f"{call}: {exc}".rstrip(": "))
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        except (Exception, SystemExit) as exc:  # not KeyboardInterrupt: that may be the user's Ctrl-C
             return self.verdict(None, f"{call} raised {type(exc).__name__}: {exc}")
         if returned is not None:  # FA4 rejects with assert and returns None: anything else is not its contract
             return self.verdict(None, f"{call} returned {returned!r}; expected None (accept) or an AssertionError")
