@@ -14,6 +14,7 @@ costs one extra import once. Callers wait at most ATTNCAP_PROBE_TIMEOUT for all 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib
 import importlib.machinery
@@ -243,18 +244,34 @@ def _preflight() -> str | None:
         return None
     code = f"import sys; sys.path[:] = {sys.path!r}; import {MODULE}"
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=PREFLIGHT_TIMEOUT,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return f"importing {MODULE} hung for {PREFLIGHT_TIMEOUT}s in a check interpreter: not imported here"
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
     except OSError:
         return None  # cannot start a child: import in-process as before
+    _children.add(proc)
+    try:
+        proc.wait(PREFLIGHT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return f"importing {MODULE} hung for {PREFLIGHT_TIMEOUT}s in a check interpreter: not imported here"
+    finally:
+        _children.discard(proc)
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else ""
         return f"importing {MODULE} killed a check interpreter (signal {-proc.returncode} {name}): not imported here"
     if proc.returncode == 0 and key is not None:
         _remember_passed(key)
     return None  # a Python-level failure shows up, with its message, in the in-process import
+
+
+_children: set = set()  # preflight interpreters still running
+
+
+@atexit.register
+def _kill_children() -> None:
+    """A preflight of an import that hangs must not outlive the process that started it."""
+    for proc in list(_children):
+        proc.kill()
 
 
 def _after_fork_in_child() -> None:
