@@ -80,6 +80,7 @@ class Environment:
 
 _detected: dict[bool, Environment] = {}
 _detected_lock = threading.Lock()
+_detected_generation = 0  # bumped by forget_detected(): a detection begun before it is not stored
 
 
 def _reset_detected_lock() -> None:
@@ -89,7 +90,6 @@ def _reset_detected_lock() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_reset_detected_lock)
-_detected_generation = 0
 
 
 def forget_detected() -> None:

@@ -183,12 +183,12 @@ def _environment_overrides() -> tuple:
 
 
 def _resolve_uncached(query, env, prefer, disable, force, probes, registry, overrides) -> Resolution:
-    env_force, env_disable, env_probes = (_decode(v) for v in overrides)
+    env_force, env_disable, env_probes = map(_decode, overrides)
     force = force or env_force or None
     if disable is None:
         disable = env_disable or ""
     disable = frozenset(_split(disable))
-    probes = probes and flag(ENV_PROBES, env_probes, True)
+    probes = probes and (env_probes is None or flag(ENV_PROBES, env_probes, True))
     prefer = tuple(_split(prefer or ()))
     resolution = _resolve(query, env, prefer, disable, force, probes, registry or default_registry())
     if os.environ.get(ENV_DEBUG) == "1":

@@ -195,7 +195,9 @@ def _check_limits(text: str) -> None:
         parser.dispose()
 
 
-_IMPLICIT = _Resolver()
+# The pattern each implicit tag comes from: a plain scalar tagged so but not matching it had its tag written out.
+_IMPLICIT_PATTERNS = {tag: pattern for resolvers in _Resolver.yaml_implicit_resolvers.values()
+                      for tag, pattern in resolvers}
 
 # Line breaks to YAML 1.1 (and so to the parser's line numbers) that editors do not show as breaks.
 _HIDDEN_BREAKS = re.compile("[\u2028\u2029\x85]")
@@ -253,7 +255,7 @@ def read_document(path: Path, display: str | None = None) -> Document:
 
 def parse_text(text: str, name: str) -> Document:
     """Parse YAML text read from `name`; raise YamlError with a located message on any failure."""
-    hidden = _HIDDEN_BREAKS.search(text)
+    hidden = ("\u2028" in text or "\u2029" in text or "\x85" in text) and _HIDDEN_BREAKS.search(text)
     if hidden:  # located as an editor counts lines: by "\n" only
         at = hidden.start()
         what, escape = _BREAK_NAMES[hidden.group()]
@@ -310,11 +312,13 @@ def _read_text(path: Path, name: str) -> str:
         raise YamlError(Problem(name, line, col, "", f"not UTF-8 (byte 0x{data[exc.start]:02x})")) from None
 
 
-def _implicit_tag(node: yaml.ScalarNode) -> str:
-    """The tag the scalar would have without one written: a different tag was written out
-    (`!!int abc`, `!!bool yes`), and only `!!str` is allowed to be."""
-    plain = not node.style  # None from PyYAML's parser, '' from libyaml's
-    return _IMPLICIT.resolve(yaml.ScalarNode, node.value, (plain, not plain))
+def _tag_written(node: yaml.ScalarNode) -> bool:
+    """True when a non-string scalar's tag was written out and differs from what the text says by
+    itself (`!!int abc`, `!!bool yes`, `!!int "12"`): only `!!str` may be written."""
+    if node.style:  # quoted or block: a string unless tagged (None from PyYAML's parser, '' from libyaml's)
+        return True
+    pattern = _IMPLICIT_PATTERNS.get(node.tag)
+    return pattern is None or not pattern.match(node.value)
 
 
 class _Builder:
@@ -337,7 +341,7 @@ class _Builder:
         self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.ScalarNode):
             convert = _SCALARS.get(node.tag)
-            if convert is None or (convert is not str and node.tag != _implicit_tag(node)):
+            if convert is None or (convert is not str and _tag_written(node)):
                 self.fail(node, path, f"tag {node.tag!r} is not allowed (plain YAML values only)")
             try:
                 return convert(node.value)
