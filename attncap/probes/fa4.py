@@ -275,6 +275,7 @@ def _kill_children() -> None:
 
 
 def _after_fork_in_child() -> None:
+    _children.clear()  # the parent's preflights: not the child's to kill at its exit
     for probe in list(_instances):
         probe._after_fork_in_child()
 
