@@ -286,6 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `attncap resolve ... | head`
         sys.stdout = open(os.devnull, "w")
         return 0
+    except OSError as exc:  # e.g. `-o` into a missing or unwritable directory, a path too long
+        name = "" if exc.filename is None else f"{str(exc.filename)[:200]}: "
+        print(f"attncap: {name}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: the conventional 128 + SIGINT, no traceback
+        print("attncap: interrupted", file=sys.stderr)
+        return 130
 
 
 def _quiet_and_debug() -> None:

@@ -12,8 +12,9 @@ changes some packages of the installed environment. The CLI's `--version`/`--cud
 
 from __future__ import annotations
 
+import os
 import sys
-from functools import lru_cache
+import threading
 from types import MappingProxyType
 from typing import Mapping
 
@@ -88,9 +89,40 @@ class Environment:
     def detect(*, device: bool = False) -> Environment:
         """The installed versions and, when torch is imported (or device=True), the GPU's arch.
 
-        Cached; torch is never imported unless `device=True`.
+        Cached until forget_detected() (resolver.clear_cache() calls it); torch is never imported
+        unless `device=True`.
         """
-        return _detect(device or "torch" in sys.modules)
+        with_torch = device or "torch" in sys.modules
+        env = _detected.get(with_torch)
+        if env is None:
+            generation = _detected_generation
+            env = _detect(with_torch)
+            with _detected_lock:
+                if generation == _detected_generation:  # not computed from data forgotten meanwhile
+                    _detected[with_torch] = env
+        return env
+
+
+_detected: dict[bool, Environment] = {}
+_detected_lock = threading.Lock()
+_detected_generation = 0  # bumped by forget_detected(): a detection begun before it is not stored
+
+
+def _reset_detected_lock() -> None:
+    global _detected_lock
+    _detected_lock = threading.Lock()  # a fork() child: another thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reset_detected_lock)
+
+
+def forget_detected() -> None:
+    """The next Environment.detect() looks again (e.g. after ATTNCAP_PATH added a backend's package)."""
+    global _detected_generation
+    with _detected_lock:
+        _detected_generation += 1
+        _detected.clear()
 
 
 def pure_what_if_note(env: Environment, packages) -> str | None:
@@ -156,7 +188,6 @@ def _arch_name(value) -> str:
     return _arch(default_registry().vocabulary, value)
 
 
-@lru_cache(maxsize=2)
 def _detect(with_torch: bool) -> Environment:
     from .loader import default_registry
     backends = default_registry().backends.values()
@@ -184,6 +215,11 @@ def _distribution_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
+        return None
+    except Exception as exc:  # unreadable metadata (a bad byte, a broken dist-info): that one only counts as absent
+        import logging
+        logging.getLogger("attncap").warning("attncap: cannot read the metadata of %s: %s: %s", name,
+                                             type(exc).__name__, exc)
         return None
 
 

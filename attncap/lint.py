@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .models import BackendFile, Conditions, IntRange, KnownIssue, Model, Rule
+from .models import ArchsFile, BackendFile, Conditions, DtypesFile, IntRange, KnownIssue, Model, PolicyFile, Rule
 from .rules import version_matches
 from .yamlsource import Document, Problem
 
@@ -79,13 +79,28 @@ def duplicate_ids(doc: Document, model: Model):
             seen.setdefault(rule.id, i)
 
 
+@document_check("duplicate-entry")
+def duplicate_entries(doc: Document, model: Model):
+    """A name listed twice: in a vocabulary the later entry silently replaces the earlier one."""
+    if isinstance(model, PolicyFile):
+        lists = [(("default",), model.default)]
+        lists += [(("families", f, "order"), p.order) for f, p in model.families.items()]
+    elif isinstance(model, (ArchsFile, DtypesFile)):
+        key = "archs" if isinstance(model, ArchsFile) else "dtypes"
+        lists = [((key,), [entry.name for entry in getattr(model, key)])]
+    else:
+        return
+    for path, names in lists:
+        first: dict[str, int] = {}
+        for i, name in enumerate(names):
+            if name in first:
+                yield doc.problem(path + (i,), f"{name!r} is listed twice (first at index {first[name]})")
+            first.setdefault(name, i)
+
+
 @document_check("schema-line", warns_only=True)
 def schema_line(doc: Document, model: Model):
-    try:
-        first = Path(doc.file).read_text(encoding="utf-8").split("\n", 1)[0]
-    except OSError:
-        return
-    if not first.startswith(SCHEMA_LINE):
+    if not doc.first_line.startswith(SCHEMA_LINE):  # the text parsed: the file is read once
         yield Problem(doc.file, 1, 1, "", f"first line should be '{SCHEMA_LINE}...' so editors validate the file",
                       severity="warning")
 
@@ -142,6 +157,24 @@ def unknown_names(registry):
             yield registry.origin("policy", "default").problem(f"unknown backend {b!r}")
 
 
+@registry_check("vocabulary-collision")
+def vocabulary_collisions(registry):
+    """A name, alias or compute capability that two archs (or dtypes) claim: one would silently win."""
+    vocab = registry.vocabulary
+    tables = [("arch", [(a.name, (a.name, a.compute_capability, *a.aliases, *a.renamed_from))
+                        for a in vocab.archs.values()]),
+              ("dtype", [(d.name, (d.name, *d.aliases)) for d in vocab.dtypes.values()])]
+    for kind, entries in tables:
+        owner: dict[str, str] = {}
+        for name, spellings in entries:
+            for spelling in dict.fromkeys(s.lower() for s in spellings):
+                other = owner.setdefault(spelling, name)
+                if other != name:
+                    loc = registry.origin(kind, name)
+                    yield loc.problem(f"{kind} {name!r} claims {spelling!r}, which already names {kind} {other!r}"
+                                      + (f" ({registry.origin(kind, other)})" if registry.origin(kind, other) else ""))
+
+
 @registry_check("missing-source")
 def missing_source(registry):
     for backend, section, rule, loc in _rules(registry):
@@ -149,7 +182,7 @@ def missing_source(registry):
             yield loc.problem(f"rule {rule.id!r} has no source: say where this fact comes from", sub=("id",))
         if isinstance(rule, KnownIssue):
             for key, what in (("reason", "a reason in plain words"), ("versions", "the versions it affects")):
-                if getattr(rule, key) is None:
+                if not (getattr(rule, key) or "").strip():  # "" would match every version, without a word
                     yield loc.problem(f"known issue {rule.id!r} needs {what} ({key})", sub=("id",))
 
 
@@ -195,7 +228,7 @@ def _empty_range(r: IntRange) -> str | None:
     if r.min is not None and r.max is not None:
         if r.min > r.max:
             return f"min {r.min} > max {r.max}"
-        if r.multiple_of and not any(v % r.multiple_of == 0 for v in range(r.min, min(r.max, r.min + r.multiple_of) + 1)):
+        if r.multiple_of and -(-r.min // r.multiple_of) * r.multiple_of > r.max:  # the first multiple >= min: O(1)
             return f"no multiple of {r.multiple_of} lies in {r.min}..{r.max}"
     return None
 
@@ -304,17 +337,88 @@ def covers(b: Rule, a: Rule, vocab) -> bool:
     return set(a.passes) <= set(b.passes)
 
 
+# Candidate pairs per backend (~1-5 us each) before the check gives up, saying so: a fixed allowance
+# plus 64 per rule (rules that share an arch, dtype and head-dim pair with few others stay well inside).
+SHADOW_COMPARISONS, SHADOW_COMPARISONS_PER_RULE = 200_000, 64
+
+
+def _cover_keys(rule: Rule, vocab) -> tuple:
+    """The values covers() requires a covering rule to hold (None: any value; a covering rule needs None)."""
+    return (None if rule.arch is None else vocab.expand_archs(rule.arch)[0],
+            None if rule.dtype is None else frozenset(rule.dtype),
+            None if rule.head_dims is None else frozenset(map(tuple, rule.head_dims)),
+            frozenset(rule.passes))
+
+
+class _CoverIndex:
+    """Per key (arch, dtype, head-dim pairs, passes): which rules hold each value, and which hold any.
+
+    A rule can cover `a` only if, on every key, it holds any value or every value of `a`; so the
+    rules holding the rarest value of `a` (or any value) are the only candidates: a rule is compared
+    with the rules that share its arch, dtype and pairs, not with every rule.
+    """
+
+    def __init__(self, keys: list[tuple]):
+        self.keys = keys
+        self.holders = [dict() for _ in keys[0]] if keys else []
+        self.wild = [set() for _ in keys[0]] if keys else []
+        for j, rule_keys in enumerate(keys):
+            for k, values in enumerate(rule_keys):
+                if values is None:
+                    self.wild[k].add(j)
+                else:
+                    for v in values:
+                        self.holders[k].setdefault(v, set()).add(j)
+
+    def pool(self, i: int):
+        """The indices of the rules that may cover rule i (a superset of covers(), rule i included)."""
+        best, size = None, len(self.keys)
+        for k, values in enumerate(self.keys[i]):
+            if values is None:
+                pools = (self.wild[k],)
+            elif not values:
+                continue  # an empty list: anything holds it
+            else:
+                pools = (min((self.holders[k][v] for v in values), key=len), self.wild[k])
+            if sum(map(len, pools)) < size:
+                best, size = pools, sum(map(len, pools))
+        return range(len(self.keys)) if best is None else set().union(*best)  # copies the smallest pool only
+
+    def may_cover(self, j: int, i: int) -> bool:
+        return all(theirs is None or (mine is not None and mine <= theirs)
+                   for mine, theirs in zip(self.keys[i], self.keys[j]))
+
+
 @registry_check("shadowed-rule", warns_only=True)
 def shadowed_rules(registry):
+    """Bounded: the index makes this O(rules x rules sharing an arch, dtype and pairs), and at most
+    SHADOW_COMPARISONS + SHADOW_COMPARISONS_PER_RULE x rules candidate pairs per backend are looked at;
+    past that a warning says which rules were not checked (e.g. 10,000 rules on one arch and dtype told
+    apart by head-dim ranges only)."""
     vocab = registry.vocabulary
     for name, backend in registry.backends.items():
-        for i, a in enumerate(backend.support):
-            other = next((b for j, b in enumerate(backend.support) if j != i and covers(b, a, vocab)
-                          and not (covers(a, b, vocab) and j > i)), None)
+        rules = backend.support
+        index = _CoverIndex([_cover_keys(r, vocab) for r in rules])
+        budget = limit = SHADOW_COMPARISONS + SHADOW_COMPARISONS_PER_RULE * len(rules)
+        for i, a in enumerate(rules):
+            other = None
+            pool = index.pool(i)
+            budget -= len(pool)
+            for j in sorted(pool) if budget >= 0 else ():
+                b = rules[j]
+                if j != i and index.may_cover(j, i) and covers(b, a, vocab) and not (j > i and covers(a, b, vocab)):
+                    other = b
+                    break
             if other is not None:
                 yield registry.origin(name, "support", a.id).problem(
                     f"rule {a.id!r} is entirely covered by rule {other.id!r}: it can never decide anything",
                     sub=("id",), severity="warning")
+            if budget < 0:
+                yield registry.origin(name, "support", a.id).problem(
+                    f"shadowed-rule: not checked from rule {a.id!r} on ({len(rules) - i} rules): more than "
+                    f"{limit} candidate pairs among rules sharing an arch, dtype and head dims",
+                    sub=("id",), severity="warning")
+                break
 
 
 def _overlap_range(x: IntRange, y: IntRange) -> bool:

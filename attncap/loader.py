@@ -43,6 +43,8 @@ def data_dirs(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = True
     dirs = [packaged_dir()]
     if use_env:
         dirs += [Path(p) for p in os.environ.get(ENV_PATH, "").split(os.pathsep) if p]
+    if any(os.fspath(p) == "" for p in extra):  # Path("") is the current directory: never by accident
+        raise ValueError("an empty path is not a capability directory (write '.' for the current directory)")
     return dirs + [Path(p) for p in extra]
 
 
@@ -50,14 +52,25 @@ _default = None
 _default_lock = threading.Lock()
 
 
+def _reset_default_lock() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()  # a fork() child: another thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reset_default_lock)
+
+
 def default_registry() -> Registry:
     """The packaged data plus ATTNCAP_PATH overlays, loaded once (thread-safe)."""
     global _default
-    if _default is None:
+    registry = _default  # read once: forget_default_registry() may reset the global meanwhile
+    if registry is None:
         with _default_lock:
-            if _default is None:
-                _default = load_registry()
-    return _default
+            registry = _default
+            if registry is None:
+                registry = _default = load_registry()
+    return registry
 
 
 def forget_default_registry() -> None:
@@ -123,15 +136,36 @@ def _missing_sources(parsed, problems: list[Problem]) -> list[Problem]:
 def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
+        try:
+            path.stat()
+        except OSError as exc:  # e.g. a name too long, a symlink loop (is_dir() raises for some of these)
+            if not isinstance(exc, FileNotFoundError):
+                problems.append(Problem(_shown(path), 1, 1, "", f"cannot read: {exc.strerror or exc}"))
+                continue
         if path.is_dir():
             # Vocabularies first, so a backend overlay in the same directory can use a new arch.
             found = sorted(path.glob("*.yaml"), key=lambda p: (p.name not in VOCABULARY_FILES, p.name))
-            files += found
+            files += [p for p in found if not p.name.startswith(".")]
+            problems += _skipped_files(path, found)
         elif path.exists():
             files.append(path)
         else:
             problems.append(Problem(str(path), 1, 1, "", "no such file or directory"))
     return files
+
+
+def _shown(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:100]}...{text[-60:]} ({len(text)} characters)"
+
+
+def _skipped_files(directory: Path, found: list[Path]) -> list[Problem]:
+    """Files a directory holds but loading does not read: said, not skipped silently."""
+    out = [Problem(str(p), 1, 1, "", "a hidden file (editor backup?) is not loaded: rename it to load it",
+                   severity="warning", check="overlay") for p in found if p.name.startswith(".")]
+    out += [Problem(str(p), 1, 1, "", "capability files end in .yaml: this .yml file is not loaded (rename it)",
+                    check="overlay") for p in sorted(directory.glob("*.yml")) if not p.name.startswith(".")]
+    return out
 
 
 def _parse(path: Path, problems: list[Problem]) -> tuple[Document | None, Model | None]:
@@ -240,6 +274,7 @@ class _Merger:
     origins: dict[tuple, Location] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     profiles: dict = field(default_factory=dict)
+    backend_files: dict[tuple, str] = field(default_factory=dict)  # (directory, backend) -> its file
 
     def add(self, doc: Document, model: Model, problems: list[Problem]) -> None:
         self.files.append(doc.file)
@@ -272,6 +307,10 @@ class _Merger:
     def _add_backend(self, doc: Document, new: BackendFile, problems: list[Problem]) -> None:
         old = self.backends.get(new.backend)
         b = new.backend
+        other = self.backend_files.setdefault((Path(doc.file).parent, b), doc.file)
+        if other != doc.file:  # e.g. flash_attn_4.yaml and flash-attn-4.yaml: which wins would be the sort order
+            problems.append(doc.problem(("backend",), f"backend {b!r} is also defined in {other} (same directory): "
+                                                      "keep one file per backend", check="overlay"))
         given = {k: getattr(new, k) for k in new.model_fields_set - _MERGED_BY_ID - {"backend"}}
         for key in given:
             self.origins[(b, key)] = Location.of(doc, (key,))

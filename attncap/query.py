@@ -7,6 +7,7 @@ torch.bfloat16 are all accepted.
 
 from __future__ import annotations
 
+import operator
 from operator import attrgetter
 from typing import Any
 
@@ -210,10 +211,24 @@ def _dtype(vocab, value) -> str:
 
 def _positive(field: str, value) -> int:
     if type(value) is not int or value < 1:
-        if not (hasattr(value, "__index__") and not isinstance(value, bool) and int(value) >= 1):
+        value = _integral(field, value)
+        if value < 1:
             raise InvalidQueryError(field, value, "a positive integer")
-        value = int(value)
     return value
+
+
+def _integral(field: str, value) -> int:
+    """An int from an integer-like value (numpy/torch integer scalars, 0-d integer tensors).
+
+    operator.index refuses floats and float arrays (int() would truncate 64.7 to 64); booleans
+    (Python, numpy or torch) are refused by name, and so is any array that is not 0-d.
+    """
+    if isinstance(value, bool) or "bool" in str(getattr(value, "dtype", "")) or getattr(value, "ndim", 0) != 0:
+        raise InvalidQueryError(field, value, "a positive integer")
+    try:
+        return operator.index(value)
+    except Exception:
+        raise InvalidQueryError(field, value, "a positive integer") from None
 
 
 def _optional_positive(field: str, value) -> int | None:

@@ -16,11 +16,12 @@ import warnings
 
 from . import coverage, namespace
 from . import probes as probe_registry
-from .environment import Environment, UnknownGPUError
+from .environment import Environment, UnknownGPUError, forget_detected
 from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
 from .changes import smallest_changes, version_change
 from .rules import CompiledBackend, Ctx, Reason, effect_note
+from .settings import flag
 
 log = logging.getLogger("attncap")
 
@@ -37,15 +38,30 @@ _cache: dict = {}
 _cache_lock = threading.Lock()
 
 
+def _reset_cache_lock() -> None:
+    global _cache_lock
+    _cache_lock = threading.Lock()  # a fork() child: another thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_reset_cache_lock)
+_generation = 0  # bumped by clear_cache(): a resolution begun before it is not stored after it
+
+
 def clear_cache() -> None:
-    """Forget cached resolutions, the loaded registry and probe results."""
-    with _cache_lock:
-        _cache.clear()
-        _plans.clear()
+    """Forget cached resolutions, the loaded registry, the detected environment and probe results."""
+    global _generation
+    # Forget the sources first, then bump the generation: a resolution that reads the
+    # generation after the bump also reads the fresh sources, one that read it before is dropped.
+    forget_default_registry()
+    forget_detected()
+    probe_registry.clear()
     _namespace_conflicts.cache_clear()
     namespace.clear()
-    forget_default_registry()
-    probe_registry.clear()
+    with _cache_lock:
+        _generation += 1
+        _cache.clear()
+        _plans.clear()
 
 
 class BackendUnavailableError(RuntimeError):
@@ -171,19 +187,27 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
     """
     if env is None:
         env = Environment.detect()
-    # prefer/disable: None, a comma-separated string or an iterable (inlined: this is the hot path).
-    key = (query, env, _environment_overrides(), prefer if prefer is None or type(prefer) is str else tuple(prefer),
-           disable if disable is None or type(disable) is str else tuple(disable), force, probes, registry)
+    # prefer/disable: None, a comma-separated string or an iterable, materialised once (a one-shot
+    # iterator must give the key and the resolution the same items). Inlined: this is the hot path.
+    if prefer is not None and type(prefer) is not str:
+        prefer = tuple(prefer)
+    if disable is not None and type(disable) is not str:
+        disable = tuple(disable)
+    overrides = _environment_overrides()  # read once: the key and the resolution see the same values
+    key = (query, env, overrides, prefer, disable, force, probes, registry)
     if unverified is not None or profile is not None:  # rarely given: keep the common key short
         key += (unverified, profile)
     resolution = _cache.get(key)
     if resolution is None:
-        resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry, unverified, profile)
+        generation = _generation
+        resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry, overrides, unverified,
+                                       profile)
         if not resolution.provisional:
             with _cache_lock:
-                if len(_cache) >= CACHE_SIZE:
-                    _cache.pop(next(iter(_cache)), None)
-                _cache[key] = resolution
+                if generation == _generation:
+                    if len(_cache) >= CACHE_SIZE:
+                        _cache.pop(next(iter(_cache)), None)
+                    _cache[key] = resolution
     if resolution.forced and not resolution.decision(resolution.forced).supported:
         raise BackendUnavailableError(resolution, resolution.forced)
     return resolution
@@ -198,24 +222,16 @@ def _environment_overrides() -> tuple:
     return data.get(k1), data.get(k2), data.get(k3), data.get(k4)
 
 
-def _unverified_variable() -> str | None:
-    """ATTNCAP_UNVERIFIED, read from os.environ's own dict (os.environ.get costs more than the rest of this path)."""
-    if _ENVIRON is None or len(_ENV_KEYS) != 4:
-        return os.environ.get(ENV_UNVERIFIED)
-    raw = _ENVIRON.get(_ENV_KEYS[3])
-    return None if raw is None else os.environ.decodevalue(raw)
-
-
-def _resolve_uncached(query, env, prefer, disable, force, probes, registry, unverified=None,
+def _resolve_uncached(query, env, prefer, disable, force, probes, registry, overrides, unverified=None,
                       profile=None) -> Resolution:
-    environ = os.environ
-    force = force or environ.get(ENV_FORCE) or None
+    env_force, env_disable, env_probes, env_unverified = map(_decode, overrides)
+    force = force or env_force or None
     if disable is None:
-        disable = environ.get(ENV_DISABLE, "")
+        disable = env_disable or ""
     disable = frozenset(_split(disable))
-    probes = probes and environ.get(ENV_PROBES, "1") != "0"
+    probes = probes and (env_probes is None or flag(ENV_PROBES, env_probes, True))
     prefer = tuple(_split(prefer or ()))
-    policy = unverified or _unverified_variable() or "allow"
+    policy = unverified or env_unverified or "allow"
     if policy not in coverage.POLICIES:
         coverage.policy(policy)  # raises, naming the value
     registry = registry or default_registry()
@@ -226,9 +242,14 @@ def _resolve_uncached(query, env, prefer, disable, force, probes, registry, unve
         warnings.warn(UnverifiedWarning(f"{resolution.selected} is unverified here: "
                                         + "; ".join(r.message for r in resolution.decision(resolution.selected)
                                                     .reasons if r.field == "checked")), stacklevel=3)
-    if environ.get(ENV_DEBUG) == "1":
+    if os.environ.get(ENV_DEBUG) == "1":
         log.debug("resolved %r -> %s\n%s", query, resolution.selected, resolution.table())
     return resolution
+
+
+def _decode(value) -> str | None:
+    """A value from _environment_overrides(): bytes when read from os.environ's own dict."""
+    return os.environ.decodevalue(value) if isinstance(value, bytes) else value
 
 
 def _split(value) -> list[str]:

@@ -63,18 +63,49 @@ _Resolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|nul
 _Resolver.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"])  # so that `<<` is refused
 
 
-class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer, _Resolver):
+class _Limit(Exception):
+    """Raised before or while composing: a node past MAX_NODES or MAX_DEPTH."""
+
+    def __init__(self, mark, message: str):
+        super().__init__(message)
+        self.mark, self.message = mark, message
+
+
+class _Composer(yaml.composer.Composer):
+    """PyYAML's composer, enforcing the limits while it composes (not after): a hostile file costs
+    at most MAX_NODES nodes of time and memory, and nesting past MAX_DEPTH stops at that depth."""
+
+    def __init__(self):
+        super().__init__()
+        self._nodes = self._depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Limit(event.start_mark, f"more than {MAX_NODES} values")
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _Limit(event.start_mark, f"nesting is deeper than {MAX_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, _Composer, _Resolver):
     def __init__(self, stream):
         yaml.reader.Reader.__init__(self, stream)
         yaml.scanner.Scanner.__init__(self)
         yaml.parser.Parser.__init__(self)
-        yaml.composer.Composer.__init__(self)
+        _Composer.__init__(self)
         _Resolver.__init__(self)
 
 
 if getattr(yaml, "__with_libyaml__", False):
     class _CLoader(yaml.cyaml.CParser, _Resolver):
-        """libyaml composes ~10x faster, but recurses in C: used only on text proven shallow."""
+        """libyaml composes ~10x faster, but recurses in C and does not count: used only on text
+        within the limits (proven by its length and shape, or by counting its events first)."""
 
         def __init__(self, stream):
             yaml.cyaml.CParser.__init__(self, stream)
@@ -82,6 +113,9 @@ if getattr(yaml, "__with_libyaml__", False):
 else:  # pragma: no cover
     _CLoader = None
 
+# A value takes at least 2/3 of a character (`[?,?]`: a mapping, its key and value per `?,`), so text
+# this short cannot compose into more than MAX_NODES values.
+_SHORT_TEXT = MAX_NODES * 2 // 3
 _INNERMOST_FLOW = re.compile(r"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
 # Block nesting needs a deeper column per level; a line whose first 128 characters are all
 # indentation or indicators (`- `, `? `, `: `, with any spacing) may nest that deep on one line.
@@ -92,7 +126,7 @@ def _shallow(text: str) -> bool:
     """True when the nesting is provably modest: at most 32 flow levels and plain block structure.
 
     libyaml's composer recurses in C and crashes the process on ~100,000-deep input, so anything
-    not proven shallow goes to the pure-Python parser, which reports deep nesting as an error.
+    not proven shallow has its events counted first (_check_limits).
     """
     if _DEEP_BLOCK.search(text):
         return False
@@ -101,6 +135,74 @@ def _shallow(text: str) -> bool:
         if not removed:
             break
     return "[" not in text and "{" not in text
+
+
+def _compose(text: str):
+    """The node graph, in time and memory bounded by MAX_NODES and MAX_DEPTH."""
+    if _CLoader is None:
+        loader = _Loader(text)
+    else:
+        if len(text) > _SHORT_TEXT or not _shallow(text):
+            _check_limits(text)
+        loader = _CLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+_OPEN = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSE = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def _depth_limit_position(text: str, mark) -> tuple[int, int] | None:
+    """Where nesting passes MAX_DEPTH, when libyaml stopped at its own limit of 1000 levels (its scanner
+    looks ahead, so it fails there before the events reach level 65): the events of the text up to
+    that point do reach it."""
+    start = 0
+    for _ in range(mark.line):
+        start = text.index("\n", start) + 1
+    try:
+        _check_limits(text[:start + mark.column])
+    except _Limit as exc:
+        return exc.mark.line + 1, exc.mark.column + 1
+    except yaml.YAMLError:
+        pass
+    return None
+
+
+def _check_limits(text: str) -> None:
+    """Stream libyaml's events (its parser keeps a stack, no recursion; no node is built) and stop at
+    the first value past MAX_NODES or MAX_DEPTH: ~2 us per value, and nothing kept."""
+    parser = yaml.cyaml.CParser(text)
+    nodes = depth = 0
+    try:
+        while True:
+            event = parser.get_event()
+            if event is None or isinstance(event, yaml.StreamEndEvent):
+                return
+            if isinstance(event, _CLOSE):
+                depth -= 1
+            elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent, *_OPEN)):
+                nodes += 1
+                if nodes > MAX_NODES:
+                    raise _Limit(event.start_mark, f"more than {MAX_NODES} values")
+                if isinstance(event, _OPEN):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise _Limit(event.start_mark, f"nesting is deeper than {MAX_DEPTH} levels")
+    finally:
+        parser.dispose()
+
+
+# The pattern each implicit tag comes from: a plain scalar tagged so but not matching it had its tag written out.
+_IMPLICIT_PATTERNS = {tag: pattern for resolvers in _Resolver.yaml_implicit_resolvers.values()
+                      for tag, pattern in resolvers}
+
+# Line breaks to YAML 1.1 (and so to the parser's line numbers) that editors do not show as breaks.
+_HIDDEN_BREAKS = re.compile("[\u2028\u2029\x85]")
+_BREAK_NAMES = {"\u2028": ("LINE SEPARATOR", "\\L"), "\u2029": ("PARAGRAPH SEPARATOR", "\\P"),
+                "\x85": ("NEXT LINE", "\\N")}
 
 
 _SCALARS = {
@@ -120,6 +222,7 @@ class Document:
     value: object
     positions: dict[Path_, tuple[int, int]]
     key_positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)  # where each mapping key is
+    first_line: str = ""  # kept so that no check reads the file a second time (it may have changed)
 
     def position(self, path: Path_) -> tuple[int, int]:
         """Line and column of `path`, or of its nearest ancestor that has one."""
@@ -159,12 +262,28 @@ def _yaml_hint(text: str, mark, exc) -> str:
 def read_document(path: Path, display: str | None = None) -> Document:
     """Read one YAML file; raise YamlError with a located message on any failure."""
     name = display or str(path)
-    text = _read_text(path, name)
+    return parse_text(_read_text(path, name), name)
+
+
+def parse_text(text: str, name: str) -> Document:
+    """Parse YAML text read from `name`; raise YamlError with a located message on any failure."""
+    hidden = ("\u2028" in text or "\u2029" in text or "\x85" in text) and _HIDDEN_BREAKS.search(text)
+    if hidden:  # located as an editor counts lines: by "\n" only
+        at = hidden.start()
+        what, escape = _BREAK_NAMES[hidden.group()]
+        raise YamlError(Problem(name, text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at), "",
+                                f"character U+{ord(hidden.group()):04X} ({what}) is a line break to YAML but "
+                                f"not to editors: remove it (in a double-quoted string, write {escape})"))
     try:
-        node = yaml.compose(text, Loader=_CLoader if _CLoader and _shallow(text) else _Loader)
+        node = _compose(text)
+    except _Limit as exc:
+        raise YamlError(Problem(name, exc.mark.line + 1, exc.mark.column + 1, "", exc.message)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        if "maximum nesting depth" in str(exc.problem):
+            line, col = _depth_limit_position(text, mark) or (line, col)
+            raise YamlError(Problem(name, line, col, "", f"nesting is deeper than {MAX_DEPTH} levels")) from None
         raise YamlError(Problem(name, line, col, "", f"invalid YAML: {_yaml_hint(text, mark, exc)}")) from None
     except yaml.reader.ReaderError:  # a control character; libyaml's position is in bytes: find it ourselves
         bad = yaml.reader.Reader.NON_PRINTABLE.search(text)
@@ -176,11 +295,12 @@ def read_document(path: Path, display: str | None = None) -> Document:
         raise YamlError(Problem(name, 1, 1, "", f"invalid YAML: {exc}")) from None
     except RecursionError:
         raise YamlError(Problem(name, 1, 1, "", f"nesting is deeper than {MAX_DEPTH} levels")) from None
+    first_line = text.split("\n", 1)[0]
     if node is None:
-        return Document(name, None, {(): (1, 1)})
+        return Document(name, None, {(): (1, 1)}, first_line=first_line)
     builder = _Builder(name)
     value = builder.build(node, ())
-    return Document(name, value, builder.positions, builder.key_positions)
+    return Document(name, value, builder.positions, builder.key_positions, first_line)
 
 
 def _read_text(path: Path, name: str) -> str:
@@ -204,6 +324,15 @@ def _read_text(path: Path, name: str) -> str:
         raise YamlError(Problem(name, line, col, "", f"not UTF-8 (byte 0x{data[exc.start]:02x})")) from None
 
 
+def _tag_written(node: yaml.ScalarNode) -> bool:
+    """True when a non-string scalar's tag was written out and differs from what the text says by
+    itself (`!!int abc`, `!!bool yes`, `!!int "12"`): only `!!str` may be written."""
+    if node.style:  # quoted or block: a string unless tagged (None from PyYAML's parser, '' from libyaml's)
+        return True
+    pattern = _IMPLICIT_PATTERNS.get(node.tag)
+    return pattern is None or not pattern.match(node.value)
+
+
 class _Builder:
     def __init__(self, name: str):
         self.name = name
@@ -224,9 +353,12 @@ class _Builder:
         self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.ScalarNode):
             convert = _SCALARS.get(node.tag)
-            if convert is None:
+            if convert is None or (convert is not str and _tag_written(node)):
                 self.fail(node, path, f"tag {node.tag!r} is not allowed (plain YAML values only)")
-            return convert(node.value)
+            try:
+                return convert(node.value)
+            except ValueError:  # an integer past int()'s digit limit (sys.get_int_max_str_digits())
+                self.fail(node, path, f"an integer of {len(node.value)} digits is too large")
         if isinstance(node, yaml.SequenceNode):
             if node.tag != "tag:yaml.org,2002:seq":
                 self.fail(node, path, f"tag {node.tag!r} is not allowed")

@@ -79,6 +79,22 @@ def test_schema_line_passes(tmp_path):
     assert found(tmp_path, "schema-line") == []
 
 
+@pytest.mark.parametrize("name, text, field", [
+    ("policy.yaml", "families:\n  hopper: {order: [flash-attn-3, flash-attn-3], why: w}\n", "families.hopper.order[1]"),
+    ("policy.yaml", "default: [torch-sdpa-math, torch-sdpa-math]\n", "default[1]"),
+    ("dtypes.yaml", "dtypes:\n  - {name: fp6, bytes: 1}\n  - {name: fp6, bytes: 2}\n", "dtypes[1]"),
+])
+def test_duplicate_entry(tmp_path, name, text, field):
+    write(tmp_path, name, text)
+    [problem] = found(tmp_path, "duplicate-entry")
+    assert problem.field == field and "is listed twice (first at index 0)" in problem.message
+
+
+def test_duplicate_entry_passes(tmp_path):
+    write(tmp_path, "policy.yaml", "default: [torch-sdpa-math, torch-sdpa-flash]\n")
+    assert found(tmp_path, "duplicate-entry") == []
+
+
 # ---- registry checks -------------------------------------------------------------------
 
 @pytest.mark.parametrize("body, message", [
@@ -256,6 +272,22 @@ def test_unknown_probe_passes(tmp_path):
 
 
 # ---- every check has a test --------------------------------------------------------------
+
+ARCH = "archs:\n  - {name: sm95, compute_capability: '9.5', family: hopper, aliases: [%s]}\n"
+
+
+@pytest.mark.parametrize("alias, claimed", [("sm90", "sm90"), ("SM_90A", "sm_90a"), ("'9.0'", "9.0")])
+def test_vocabulary_collision(tmp_path, alias, claimed):
+    write(tmp_path, "archs.yaml", ARCH % alias)
+    [problem] = found(tmp_path, "vocabulary-collision")
+    assert f"arch 'sm95' claims {claimed!r}, which already names arch 'sm90'" in problem.message
+    assert problem.line == 2
+
+
+def test_vocabulary_collision_passes(tmp_path):
+    write(tmp_path, "archs.yaml", ARCH % "sm_95a")
+    assert found(tmp_path, "vocabulary-collision") == []
+
 
 def test_every_check_has_a_failing_and_a_passing_test():
     names = [n for n in globals() if n.startswith("test_")]

@@ -10,11 +10,24 @@ opinion and says why; it never breaks resolution.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 
 log = logging.getLogger("attncap")
 ENTRY_POINT_GROUP = "attncap.probes"
+CACHE_SIZE = 4096  # verdicts a probe keeps, like the resolution cache: memory stays bounded
+
+
+def remember(cache: dict, key, value, limit: int = CACHE_SIZE):
+    """Store `value` under `key`, dropping the oldest entry when the cache is full; return value."""
+    if len(cache) >= limit:
+        try:
+            cache.pop(next(iter(cache)), None)
+        except (StopIteration, RuntimeError):  # emptied or resized by another thread meanwhile
+            pass
+    cache[key] = value
+    return value
 
 
 @dataclass(frozen=True)
@@ -44,11 +57,8 @@ class Probe:
         raise NotImplementedError
 
     def installed_version(self) -> str | None:
-        import importlib.metadata
-        try:
-            return importlib.metadata.version(self.package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        from ..environment import _distribution_version  # unreadable metadata counts as absent, with a warning
+        return _distribution_version(self.package)
 
     def status(self) -> str:
         """Whether the probe can answer here, in words (for `attncap info`); may import its library."""
@@ -87,6 +97,15 @@ def judged_fields(name: str) -> frozenset[str]:
 _installed: dict[str, str | None] = {}  # probe name -> installed version of its package, looked up once
 
 
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it at fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def clear() -> None:
     """Forget probe results and failures (tests, or after installing a library)."""
     with _lock:
@@ -104,7 +123,7 @@ def _load_builtin_and_entry_points() -> None:
     with _lock:
         for probe in (FA4HeadDimProbe(), *(SDPAProbe(kernel) for kernel in SDPAProbe.KERNELS)):
             _probes.setdefault(probe.name, probe)
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        for ep in _entry_points():
             if ep.name in _probes:
                 continue
             try:
@@ -112,6 +131,24 @@ def _load_builtin_and_entry_points() -> None:
                 _probes[ep.name] = obj() if isinstance(obj, type) else obj
             except Exception as exc:  # a broken plugin must not break resolution
                 log.warning("attncap: probe entry point %r failed to load: %s", ep.name, exc)
+
+
+def _entry_points() -> list:
+    """The probe entry points of every readable distribution: one with unreadable metadata (a bad byte
+    in METADATA) makes importlib's all-at-once scan raise, so then each distribution is read alone."""
+    import importlib.metadata
+    try:
+        return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    except Exception:
+        pass
+    found = []
+    for dist in importlib.metadata.distributions():
+        try:
+            found += [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+        except Exception as exc:
+            log.warning("attncap: skipping a distribution with unreadable metadata (%s): %s: %s",
+                        getattr(dist, "_path", "?"), type(exc).__name__, exc)
+    return found
 
 
 def judge(backend, query, ctx, env) -> ProbeVerdict | None:
@@ -134,7 +171,8 @@ def judge(backend, query, ctx, env) -> ProbeVerdict | None:
         if installed != asked:
             return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, not {asked}")
         verdict = probe.check(query, ctx)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a probe's sys.exit() must not end the caller
+        # KeyboardInterrupt is let through: it cannot be told apart from the user's Ctrl-C.
         return ProbeVerdict(decl.name, None, f"probe failed: {type(exc).__name__}: {exc}")
     if verdict is not None and not isinstance(verdict, ProbeVerdict):
         return ProbeVerdict(decl.name, None, f"probe failed: check() returned {type(verdict).__name__}, "

@@ -4,22 +4,37 @@ The validator judges head dims and alignment only, per compute-capability major 
 It fails with `assert`, so under `python -O` it accepts everything: then we give no opinion.
 Importing FA4 takes seconds (and needs triton on a CPU-only torch), so the import runs once,
 in a background thread, and a slow or failed import is remembered as "no opinion".
+
+Faults an in-process import cannot survive (a segfault or abort in a native extension) are
+bounded by a preflight: before the first in-process import of an installed FA4, a child
+interpreter imports it; if the child dies, this process never imports it. A passing preflight
+is remembered per installed copy (version, file, mtime) in the user cache directory, so it
+costs one extra import once. Callers wait at most ATTNCAP_PROBE_TIMEOUT for all of it.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import importlib
+import importlib.machinery
 import inspect
 import os
+import signal
+import subprocess
 import sys
 import threading
+import weakref
+from pathlib import Path
 
-from . import Probe, ProbeVerdict
+from . import Probe, ProbeVerdict, remember
 
 MODULE = "flash_attn.cute.interface"
 FUNCTION = "_validate_head_dims"
 EXPECTED_PARAMETERS = ("head_dim", "head_dim_v", "compute_capability", "alignment")
 IMPORT_TIMEOUT_ENV = "ATTNCAP_PROBE_TIMEOUT"
+PREFLIGHT_TIMEOUT = 600  # seconds a preflight import may take before it counts as hanging
+_instances: weakref.WeakSet = weakref.WeakSet()
 
 
 class FA4HeadDimProbe(Probe):
@@ -30,6 +45,16 @@ class FA4HeadDimProbe(Probe):
     def __init__(self):
         self._lock = threading.Lock()
         self.reset()
+        _instances.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """fork() copied this state but not the import thread: never wait for it, nor import again here.
+
+        The dead thread may hold the module's import lock, so a second import could hang forever.
+        """
+        self._lock = threading.Lock()
+        if self._thread is not None and self._validator is None and self._failure is None:
+            self._failure = f"the process forked while {MODULE} was importing: no opinion in the child"
 
     def reset(self) -> None:
         with self._lock:
@@ -53,9 +78,7 @@ class FA4HeadDimProbe(Probe):
             if self._failure is None and self._pending:  # still importing: ask again next time
                 return self.verdict(None, self._pending, provisional=True)
             return self.verdict(None, self._failure or "validator unavailable")
-        verdict = self._call(validator, args)
-        self._results[args] = verdict
-        return verdict
+        return remember(self._results, args, self._call(validator, args))
 
     def plane_rows(self, ctx, n: int) -> tuple[int, ...] | None:
         """The validator's verdict on the (qk, v) plane 1..n for ctx's arch and dtype, as bitmask rows
@@ -67,7 +90,7 @@ class FA4HeadDimProbe(Probe):
             validator = self._load()
             if validator is None:
                 return None
-            self._planes[args] = self._plane(validator, *args)
+            remember(self._planes, args, self._plane(validator, *args), limit=64)
         return self._planes[args]
 
     @staticmethod
@@ -98,11 +121,13 @@ class FA4HeadDimProbe(Probe):
         qk, v, cc, alignment = args
         call = f"{FUNCTION}({qk}, {v}, {cc}, {alignment})"
         try:
-            validator(*args)
+            returned = validator(*args)
         except AssertionError as exc:
             return self.verdict(False, f"{call}: {exc}".rstrip(": "))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # not KeyboardInterrupt: that may be the user's Ctrl-C
             return self.verdict(None, f"{call} raised {type(exc).__name__}: {exc}")
+        if returned is not None:  # FA4 rejects with assert and returns None: anything else is not its contract
+            return self.verdict(None, f"{call} returned {returned!r}; expected None (accept) or an AssertionError")
         return self.verdict(True, f"{call} accepted")
 
     def _load(self):
@@ -131,6 +156,16 @@ class FA4HeadDimProbe(Probe):
 
     def _import(self) -> None:
         try:
+            self._import_checked()
+        except BaseException as exc:  # a lazy module's __getattr__, anything else: no opinion, never a dead thread
+            self._set_failure(f"inspecting {MODULE} failed: {type(exc).__name__}: {exc}")
+
+    def _import_checked(self) -> None:
+        fault = _preflight()
+        if fault:
+            self._set_failure(fault)
+            return
+        try:
             module = importlib.import_module(MODULE)
         except BaseException as exc:  # ImportError, a CUDA/triton failure, SystemExit from a plugin...
             self._set_failure(f"cannot import {MODULE}: {type(exc).__name__}: {exc}")
@@ -139,13 +174,111 @@ class FA4HeadDimProbe(Probe):
         if validator is None:
             self._set_failure(f"{MODULE} has no {FUNCTION} (FA4 before 4.0.0b5, or renamed)")
             return
+        if not callable(validator):
+            self._set_failure(f"{MODULE}.{FUNCTION} is a {type(validator).__name__}, not a function")
+            return
         try:
             params = tuple(inspect.signature(validator).parameters)
-        except (TypeError, ValueError) as exc:
-            self._set_failure(f"cannot read the signature of {FUNCTION}: {exc}")
+        except Exception as exc:
+            self._set_failure(f"cannot read the signature of {FUNCTION}: {type(exc).__name__}: {exc}")
             return
         if params != EXPECTED_PARAMETERS:
             self._set_failure(f"{FUNCTION}{params} changed; expected {EXPECTED_PARAMETERS}")
             return
         with self._lock:
             self._validator = validator
+
+
+def _interface_file() -> Path | None:
+    """Where `flash_attn/cute/interface.py` would be imported from, found without importing anything."""
+    spec = importlib.machinery.PathFinder.find_spec(MODULE.split(".")[0], sys.path)
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(root, *MODULE.split(".")[1:-1], MODULE.split(".")[-1] + ".py")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+PASSED_FILE = "fa4-preflight-passed"  # in the user cache directory: one key per line, the newest 32
+
+
+def _passed_file() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attncap" / PASSED_FILE
+
+
+def _preflight_key(file: Path) -> str:
+    stat = file.stat()
+    key = f"{sys.executable}|{file}|{stat.st_mtime_ns}|{stat.st_size}|{sys.version}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _passed() -> list[str]:
+    try:
+        return _passed_file().read_text(encoding="ascii").split()
+    except (OSError, ValueError):
+        return []
+
+
+def _remember_passed(key: str) -> None:
+    path = _passed_file()
+    keys = [k for k in _passed() if k != key][-31:] + [key]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text("\n".join(keys) + "\n", encoding="ascii")
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old list or the new one
+    except OSError:
+        pass  # an unwritable cache: the check just runs again in the next process
+
+
+def _preflight() -> str | None:
+    """Import MODULE in a child interpreter first; the reason not to import it here, or None."""
+    if MODULE in sys.modules:
+        return None  # imported already (by the caller): nothing left to guard
+    try:
+        file = _interface_file()
+        key = _preflight_key(file) if file else None
+    except (OSError, ValueError, ImportError):
+        key = None
+    if key is not None and key in _passed():
+        return None
+    code = f"import sys; sys.path[:] = {sys.path!r}; import {MODULE}"
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    except OSError:
+        return None  # cannot start a child: import in-process as before
+    _children.add(proc)
+    try:
+        proc.wait(PREFLIGHT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return f"importing {MODULE} hung for {PREFLIGHT_TIMEOUT}s in a check interpreter: not imported here"
+    finally:
+        _children.discard(proc)
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name if -proc.returncode in signal.valid_signals() else ""
+        return f"importing {MODULE} killed a check interpreter (signal {-proc.returncode} {name}): not imported here"
+    if proc.returncode == 0 and key is not None:
+        _remember_passed(key)
+    return None  # a Python-level failure shows up, with its message, in the in-process import
+
+
+_children: set = set()  # preflight interpreters still running
+
+
+@atexit.register
+def _kill_children() -> None:
+    """A preflight of an import that hangs must not outlive the process that started it."""
+    for proc in list(_children):
+        proc.kill()
+
+
+def _after_fork_in_child() -> None:
+    _children.clear()  # the parent's preflights: not the child's to kill at its exit
+    for probe in list(_instances):
+        probe._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -2,15 +2,31 @@
 
 Only on a CUDA machine whose GPU is the queried arch, and only when torch is already
 imported (a probe must not pay torch's import on the hot path). PyTorch's reason text, which
-it emits as warnings with debug=True, is kept as the message.
+it emits with debug=True as C++ warnings (to file descriptor 2, or as Python warnings), is
+captured and kept as the message, not printed.
+
+A capability question must not allocate the problem: the checks read only sizes, strides,
+dtype, device, requires_grad and the storage offset (torch's sdp_utils.cpp: check_cudnn_layout
+reads every stride, check_last_dim_stride_equals_1_dense the last one, the alignment check the
+offset), never the data. So q, k, v and the mask are views of a 256-byte allocation through a
+non-owning storage that claims the full size, with the strides a contiguous tensor would have.
+Where torch lacks that constructor, shapes over PROBE_MAX_BYTES get no opinion instead.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+import tempfile
+import threading
 import warnings
 
-from . import Probe, ProbeVerdict
+from . import Probe, ProbeVerdict, remember
+
+PROBE_MAX_BYTES = 64 * 1024 * 1024  # the most a probe may allocate when it cannot avoid allocating
+_STDERR_LOCK = threading.Lock()  # one capture of file descriptor 2 at a time
+_CPP_WARNING = re.compile(r"^\[W[^\]]*\] (?:Warning: )?(.*?)(?: \(function \w+\))?$")
 
 _TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
@@ -59,26 +75,78 @@ class SDPAProbe(Probe):
         if query.mask == "causal_bottom_right" and query.cross_attention:
             # SDPA takes bottom-right causal as a causal_lower_right bias, which SDPAParams cannot express.
             return self.verdict(None, "bottom-right causal with seqlen_q != seqlen_kv cannot be asked of can_use_*")
-        key = query
-        if key not in self._results:
-            self._results[key] = self._ask(torch, query)
-        return self._results[key]
+        cached = self._results.get(query)
+        if cached is None:
+            cached = remember(self._results, query, self._ask(torch, query))
+        return cached
 
-    def _ask(self, torch, q) -> ProbeVerdict:
+    def _ask(self, torch, q, device: str = "cuda") -> ProbeVerdict:
         dtype = getattr(torch, _TORCH_DTYPES[q.dtype])
         hq, hkv = q.num_heads_q or 1, q.num_heads_kv or q.num_heads_q or 1
         sq, skv = q.seqlen_q or 128, q.seqlen_kv or q.seqlen_q or 128
-
-        def tensor(heads, seq, dim):
-            return torch.empty((1, heads, seq, dim), dtype=dtype, device="cuda", requires_grad=q.training)
-        mask = None if q.mask in ("none", "causal", "causal_bottom_right") else \
-            torch.ones((1, 1, sq, skv), dtype=torch.bool, device="cuda")
-        params = torch.backends.cuda.SDPAParams(
-            tensor(hq, sq, q.head_dim_qk), tensor(hkv, skv, q.head_dim_qk), tensor(hkv, skv, q.head_dim_v),
-            mask, q.dropout, q.mask in ("causal", "causal_bottom_right"), q.gqa)
+        shapes = [((1, hq, sq, q.head_dim_qk), dtype), ((1, hkv, skv, q.head_dim_qk), dtype),
+                  ((1, hkv, skv, q.head_dim_v), dtype)]
+        if q.mask not in ("none", "causal", "causal_bottom_right"):
+            shapes.append(((1, 1, sq, skv), torch.bool))
+        base = torch.empty(256, dtype=torch.uint8, device=device)  # the only memory the probe uses
+        if not hasattr(torch._C, "_construct_storage_from_data_pointer"):
+            total = sum(_numel(size) * torch.empty((), dtype=t).element_size() for size, t in shapes)
+            if total > PROBE_MAX_BYTES:
+                return self.verdict(None, f"this torch cannot describe a {total >> 20} MiB problem without "
+                                          "allocating it; not probed")
+        tensors = [_unallocated(torch, base, size, t, requires_grad=q.training and t is not torch.bool)
+                   for size, t in shapes]
+        params = torch.backends.cuda.SDPAParams(*tensors[:3], tensors[3] if len(tensors) > 3 else None, q.dropout,
+                                                q.mask in ("causal", "causal_bottom_right"), q.gqa)
         can_use = getattr(torch.backends.cuda, f"can_use_{self.kernel}_attention")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ok = bool(can_use(params, True))
-        text = "; ".join(str(w.message).strip() for w in caught)[:500]
+        ok, reasons = _captured(lambda: bool(can_use(params, True)))
+        text = "; ".join(reasons)[:500]
         return self.verdict(ok, text or f"can_use_{self.kernel}_attention -> {ok}")
+
+
+def _numel(size) -> int:
+    n = 1
+    for s in size:
+        n *= s
+    return n
+
+
+def _unallocated(torch, base, size, dtype, *, requires_grad: bool):
+    """A contiguous tensor of `size` whose storage claims the full size but is `base`'s 256 bytes:
+    what can_use_* reads (sizes, strides, dtype, device, offset) without the memory it would need."""
+    strides, step = [], 1
+    for s in reversed(size):
+        strides.insert(0, step)
+        step *= s
+    make = getattr(torch._C, "_construct_storage_from_data_pointer", None)
+    if make is None:  # an older torch: PROBE_MAX_BYTES bounded the size before we got here
+        return torch.empty(size, dtype=dtype, device=base.device, requires_grad=requires_grad)
+    nbytes = max(1, _numel(size)) * torch.empty((), dtype=dtype).element_size()
+    storage = make(base.data_ptr(), base.device, nbytes)
+    tensor = torch.empty(0, dtype=dtype, device=base.device).set_(storage, 0, size, strides)
+    return tensor.requires_grad_(requires_grad)
+
+
+def _captured(call) -> tuple:
+    """call()'s result and the reasons torch gave: C++ warnings written to file descriptor 2 (captured,
+    not printed) and Python warnings. Other threads' stderr output during the call is passed on."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            result = call()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        lines = sink.read().decode("utf-8", "replace").splitlines()
+    reasons, other = [], []
+    for line in lines:
+        match = _CPP_WARNING.match(line.strip())
+        (reasons if match else other).append(match.group(1).strip() if match else line)
+    if other:  # not torch's: someone else's output, give it back
+        sys.stderr.write("\n".join(other) + "\n")
+    reasons += [str(w.message).strip() for w in caught]
+    return result, reasons
