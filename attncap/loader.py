@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from . import lint
+from . import lint, memo
 from .models import VOCABULARY_FILES, ArchsFile, BackendFile, DtypesFile, Model, PolicyFile
 from .registry import Location, Registry, Vocabulary
 from .yamlsource import Document, Problem, YamlError, read_document
@@ -53,17 +53,20 @@ _default_lock = threading.Lock()
 def default_registry() -> Registry:
     """The packaged data plus ATTNCAP_PATH overlays, loaded once (thread-safe)."""
     global _default
-    if _default is None:
+    registry = _default  # read once: a concurrent forget_default_registry() may reset the global
+    if registry is None:
         with _default_lock:
             if _default is None:
                 _default = load_registry()
-    return _default
+            registry = _default
+    return registry
 
 
 def forget_default_registry() -> None:
     """The next default_registry() call loads the data again (e.g. after ATTNCAP_PATH changed)."""
     global _default
     _default = None
+    memo.forget()  # queries were validated against its vocabulary
 
 
 def load_registry(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = True) -> Registry:

@@ -26,6 +26,7 @@ import os
 import torch
 
 from .environment import Environment
+from .memo import resolve_fields
 from .query import AttentionQuery
 from .resolver import ENV_DISABLE, ENV_FORCE, ENV_PROBES, BackendUnavailableError, Resolution, resolve
 
@@ -185,6 +186,4 @@ def _environ(name: str) -> str | None:
 @torch.compiler.assume_constant_result
 def _resolve_constant(force: str | None, disable: str | None, probes: str | None, **fields) -> str | None:
     # Runs eagerly (also under torch.compile), so logging and caches inside resolve() are fine.
-    resolution = resolve(AttentionQuery(**fields), force=force or None, disable=disable or "",
-                         probes=probes != "0")
-    return resolution.selected
+    return resolve_fields(None, force=force or None, disable=disable or "", probes=probes != "0", **fields).selected
