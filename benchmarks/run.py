@@ -8,7 +8,8 @@ where absolute times drift (the header states the machine and its load average, 
     during the pass, as on a framework's first step and on every new dtype) and warm, apart;
   - per forward       vs TE's per-step check (AttentionParams(...) + `!=` against the cached one, as
     DotProductAttention does on every step);
-  - import + load     vs `python -c pass`, in alternating subprocesses;
+  - import + load     vs `python -c pass`, in alternating subprocesses, attncap laid out and
+    byte-compiled as its wheel installs it, with the build hook's snapshot and without (full load);
   - first resolve with flash-attn-4 installed and probes on, in a fresh process.
 Times are CPU time (process_time; user + system of a child process), except where a row says wall.
 Ratio = attncap / reference (0.2x: attncap takes a fifth of the reference's time). Without the
@@ -266,31 +267,56 @@ def bench_per_forward(rows: list, anchor: Anchor | None) -> None:
 
 # ---------- import + load, first resolve: fresh processes ----------
 
-def paired_subprocess(code: str, floor: str = "pass", runs: int = 9) -> tuple[float, float]:
+def paired_subprocess(code: str, floor: str = "pass", runs: int = 9, path: str | None = None) -> tuple[float, float]:
     """Median CPU seconds (user + system) of `code` and of `floor` in fresh processes, run alternately
-    (drift hits both alike), ATTNCAP_PATH unset."""
+    (drift hits both alike), ATTNCAP_PATH unset, in `path` (first on PYTHONPATH for `code`)."""
     env = {k: v for k, v in os.environ.items() if k != "ATTNCAP_PATH"}
+    code_env = dict(env, PYTHONPATH=path) if path else env
     a, b = [], []
     for _ in range(runs):
-        for code_, out in ((code, a), (floor, b)):
+        for code_, out, env_ in ((code, a, code_env), (floor, b, env)):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            subprocess.run([sys.executable, "-c", code_], check=True, env=env)
+            subprocess.run([sys.executable, "-c", code_], check=True, env=env_, cwd=path)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             out.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return statistics.median(a), statistics.median(b)
 
 
+def installed_layout(root: str, with_snapshot: bool) -> str:
+    """attncap laid out as the wheel installs it (data under attncap/_data/, the build hook's snapshot
+    when `with_snapshot`, byte-compiled as pip does) in `root`, to be put on PYTHONPATH."""
+    import compileall
+    import shutil
+    from attncap import snapshot
+    here = os.path.join(os.path.dirname(__file__), os.pardir)
+    package = os.path.join(root, "attncap")
+    shutil.copytree(os.path.join(here, "attncap"), package, ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    shutil.copytree(os.path.join(here, "capabilities"), os.path.join(package, "_data", "capabilities"))
+    if with_snapshot:
+        snapshot.write(os.path.join(here, "capabilities"), os.path.join(package, "_data", snapshot.FILE_NAME))
+    compileall.compile_dir(package, quiet=1)
+    return root
+
+
 def bench_load(rows: list) -> None:
+    import tempfile
     from attncap.loader import load_registry
 
     def load():
         load_registry(use_env=False).compiled
-    rows.append(("load + validate + compile data (in process)", median_per_call(load, 3, 5), None, "", None, ""))
-    imp, floor = paired_subprocess("import attncap, sys; assert 'torch' not in sys.modules")
-    rows.append(("import attncap (subprocess)", imp, None, "python -c pass", floor, ""))
-    first, floor = paired_subprocess("import attncap; attncap.default_registry().compiled")
-    rows.append(("import + load (subprocess)", first, None, "python -c pass", floor, ""))
-    rows.append(("  ... over bare Python", first - floor, None, "", None, "<= 150 ms"))
+    rows.append(("full load + validate + compile data (in process)", median_per_call(load, 3, 5), None, "", None,
+                 ""))
+    code = "import attncap; attncap.default_registry().compiled"
+    with tempfile.TemporaryDirectory() as full, tempfile.TemporaryDirectory() as snap:
+        imp, floor = paired_subprocess("import attncap, sys; assert 'torch' not in sys.modules",
+                                       path=installed_layout(snap, True))
+        rows.append(("import attncap (subprocess)", imp, None, "python -c pass", floor, ""))
+        for label, root, with_snapshot in (("full load", full, False), ("wheel snapshot", snap, True)):
+            if not with_snapshot:
+                installed_layout(root, with_snapshot)
+            first, floor = paired_subprocess(code, path=root)
+            rows.append((f"import + load, {label} (subprocess)", first, None, "python -c pass", floor, ""))
+            rows.append((f"  ... over bare Python, {label}", first - floor, None, "", None, "<= 150 ms"))
 
 
 FIRST_RESOLVE = """
