@@ -23,7 +23,6 @@ _EXPORTS = {
     "BackendUnavailableError": "resolver", "Decision": "resolver", "NoBackendError": "resolver",
     "Resolution": "resolver", "clear_cache": "resolver", "default_registry": "loader", "resolve": "resolver",
     "Reason": "rules",
-    "resolve_fields": "memo",
 }
 __all__ = sorted(_EXPORTS)
 

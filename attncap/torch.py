@@ -26,7 +26,6 @@ import os
 import torch
 
 from .environment import Environment
-from .memo import resolve_fields
 from .query import AttentionQuery
 from .resolver import ENV_DISABLE, ENV_FORCE, ENV_PROBES, BackendUnavailableError, Resolution, resolve
 
@@ -186,4 +185,6 @@ def _environ(name: str) -> str | None:
 @torch.compiler.assume_constant_result
 def _resolve_constant(force: str | None, disable: str | None, probes: str | None, **fields) -> str | None:
     # Runs eagerly (also under torch.compile), so logging and caches inside resolve() are fine.
-    return resolve_fields(None, force=force or None, disable=disable or "", probes=probes != "0", **fields).selected
+    resolution = resolve(AttentionQuery(**fields), force=force or None, disable=disable or "",
+                         probes=probes != "0")  # AttentionQuery(**fields): validated once (attncap.memo)
+    return resolution.selected

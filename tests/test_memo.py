@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import attncap
-from attncap import AttentionQuery, BackendUnavailableError, Environment, InvalidQueryError, resolve, resolve_fields
+from attncap import AttentionQuery, Environment, InvalidQueryError, resolve
 from attncap import memo
 
 BASE = dict(arch="sm90", dtype="bf16", head_dim_qk=128, num_heads_q=16, seqlen_q=1024, training=True)
@@ -96,11 +96,11 @@ def test_clear_cache_forgets_the_memo():
     assert AttentionQuery(**BASE) is b
 
 
-def test_the_memo_is_bounded(monkeypatch):
-    monkeypatch.setattr(memo, "MAX_ENTRIES", 8)
-    for i in range(40):
+def test_the_memo_is_bounded():
+    assert memo._memoised.cache_info().maxsize == memo.MAX_ENTRIES
+    for i in range(memo.MAX_ENTRIES + 100):
         AttentionQuery(**{**BASE, "seqlen_q": 1 + i})
-    assert len(memo._memo) <= 8
+    assert memo._memoised.cache_info().currsize == memo.MAX_ENTRIES
 
 
 def test_threads_get_equal_validated_queries():
@@ -124,30 +124,9 @@ def test_threads_get_equal_validated_queries():
     assert all(q == validated(**kwargs) for q, kwargs in results)
 
 
-def test_resolve_fields_is_resolve_of_the_query():
-    r = resolve_fields(ENV, probes=False, **BASE)
-    expected = resolve(AttentionQuery(**BASE), ENV, probes=False)
-    assert r.selected == expected.selected and [d.as_dict() for d in r.decisions] == \
-        [d.as_dict() for d in expected.decisions]
-    assert resolve_fields(ENV, probes=False, **BASE) is r
-    assert error_of(resolve_fields, ENV, **{**BASE, "training": 1}) == error_of(validated, **{**BASE, "training": 1})
-
-
-def test_resolve_fields_reads_the_environment_variables_on_every_call(monkeypatch):
-    first = resolve_fields(ENV, probes=False, **BASE).selected
-    assert first is not None
-    monkeypatch.setenv("ATTNCAP_DISABLE", first)
-    assert resolve_fields(ENV, probes=False, **BASE).selected not in (None, first)
-    monkeypatch.setenv("ATTNCAP_BACKEND", "flash-attn-4")  # not installed in ENV: cannot run
-    for _ in range(2):
-        with pytest.raises(BackendUnavailableError):
-            resolve_fields(ENV, probes=False, **BASE)
-
-
-def test_resolve_fields_options_and_unhashable_arguments():
-    r = resolve_fields(ENV, probes=False, prefer=["torch-sdpa-math"], **BASE)  # a list: not kept, still right
-    assert r.selected == "torch-sdpa-math"
-    assert resolve_fields(ENV, probes=False, disable="torch-sdpa-math", prefer="torch-sdpa-math",
-                          **BASE).selected != "torch-sdpa-math"
-    with pytest.raises(InvalidQueryError):
-        resolve_fields(ENV, prefer="no-such-backend", **BASE)
+def test_resolve_of_memoised_queries_is_unchanged():
+    first = resolve(AttentionQuery(**BASE), ENV, probes=False)
+    assert resolve(AttentionQuery(**BASE), ENV, probes=False) is first
+    attncap.clear_cache()
+    again = resolve(validated(**BASE), ENV, probes=False)
+    assert [d.as_dict() for d in again.decisions] == [d.as_dict() for d in first.decisions]
