@@ -13,13 +13,16 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from . import lint
+from . import memo
 from .models import VOCABULARY_FILES, ArchsFile, BackendFile, DtypesFile, Model, PolicyFile, ProfilesFile
 from .registry import Location, Registry, Vocabulary
-from .yamlsource import Document, Problem, YamlError, read_document
+
+if TYPE_CHECKING:
+    from .yamlsource import Document, Problem
 
 ENV_PATH = "ATTNCAP_PATH"
 
@@ -77,14 +80,22 @@ def forget_default_registry() -> None:
     """The next default_registry() call loads the data again (e.g. after ATTNCAP_PATH changed)."""
     global _default
     _default = None
+    memo.forget()  # queries were validated against its vocabulary
 
 
 def load_registry(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = True) -> Registry:
     """Load and check the data; raise LoadError when any error is found.
 
     Checks that can only warn are left to `attncap validate`: loading is on a framework's path.
+    Without overlays, an installed wheel's build-time snapshot of the same files stands in (snapshot.py).
     """
-    registry, problems = check_paths(data_dirs(extra, use_env=use_env), warnings=False)
+    dirs = data_dirs(extra, use_env=use_env)
+    if dirs == [packaged_dir()]:
+        from .snapshot import load as load_snapshot
+        registry = load_snapshot(dirs[0])
+        if registry is not None:
+            return registry
+    registry, problems = check_paths(dirs, warnings=False)
     if registry is None:
         raise LoadError(problems)
     return registry
@@ -92,6 +103,7 @@ def load_registry(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = 
 
 def check_paths(paths: list[Path], *, warnings: bool = True) -> tuple[Registry | None, list[Problem]]:
     """Parse, validate, merge and lint; return the registry (None on errors) and all problems."""
+    from . import lint  # here, with YAML: a wheel's snapshot needs neither (load_registry)
     parsed: list[tuple[Document, Model]] = []
     problems: list[Problem] = []
     for path in _yaml_files(paths, problems):
@@ -134,6 +146,7 @@ def _missing_sources(parsed, problems: list[Problem]) -> list[Problem]:
 
 
 def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
+    from .yamlsource import Problem
     files: list[Path] = []
     for path in paths:
         try:
@@ -169,6 +182,7 @@ def _skipped_files(directory: Path, found: list[Path]) -> list[Problem]:
 
 
 def _parse(path: Path, problems: list[Problem]) -> tuple[Document | None, Model | None]:
+    from .yamlsource import YamlError, read_document
     try:
         doc = read_document(path)
     except YamlError as exc:

@@ -91,7 +91,9 @@ ComputeCapability = Annotated[str, BeforeValidator(_check_compute_capability), W
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: schemas are built on first validation (the full load), not at import, so a
+    # wheel's snapshot (snapshot.py) rebuilds models without paying for them.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Residue(Model):
@@ -187,7 +189,7 @@ class KnownIssue(Model):
 
     id: Name
     versions: Specifier | None = None
-    when: Conditions = Conditions()
+    when: Conditions = Conditions.model_construct()  # not Conditions(): that would build the schema at import
     effect: Effect | None = None
     reason: StrictStr | None = None
     source: StrictStr | None = None

@@ -11,6 +11,8 @@ import operator
 from operator import attrgetter
 from typing import Any
 
+from .memo import Memoised
+
 MASKS = ("none", "causal", "causal_bottom_right", "padding", "arbitrary", "padding_causal",
          "padding_causal_bottom_right")
 LAYOUTS = ("bshd", "sbhd", "thd")
@@ -47,8 +49,11 @@ FIELDS = FIELDS + OPTIONAL_FIELDS
 _FIELD_VALUES = attrgetter(*_BASE_FIELDS, "_extra")  # one C call for the key tuple
 
 
-class AttentionQuery:
-    """What the caller wants to run. `arch=None` means "the environment's arch"."""
+class AttentionQuery(metaclass=Memoised):
+    """What the caller wants to run. `arch=None` means "the environment's arch".
+
+    Built with the same keyword arguments again, it is the same object (attncap.memo): validated once.
+    """
 
     __slots__ = _BASE_FIELDS + ("_extra", "gqa", "cross_attention", "features", "_vocabulary", "_key", "_hash")
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from .models import Arch, ArchFamily, ArchRange, ArchSpec, BackendFile, Dtype, PolicyFile
-from .yamlsource import Document, Problem
+
+if TYPE_CHECKING:  # imported when used: a wheel's snapshot loads without YAML
+    from .yamlsource import Document, Problem
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class Location:
         """A problem at this location, or at `sub` below it when the document knows where that is."""
         if self.doc is not None:
             return self.doc.problem(self.path + sub, message, severity=severity, check=check)
-        from .yamlsource import dotted
+        from .yamlsource import Problem, dotted
         return Problem(self.file, self.line, self.column, dotted(self.path + sub), message, severity, check)
 
     def __str__(self) -> str:

@@ -202,5 +202,5 @@ def _environ(name: str) -> str | None:
 def _resolve_constant(force: str | None, disable: str | None, probes: str | None, **fields) -> str | None:
     # Runs eagerly (also under torch.compile), so logging and caches inside resolve() are fine.
     resolution = resolve(AttentionQuery(**fields), force=force or None, disable=disable or "",
-                         probes=flag(ENV_PROBES, probes, True))
+                         probes=flag(ENV_PROBES, probes, True))  # AttentionQuery(**fields): validated once (attncap.memo)
     return resolution.selected

@@ -1,17 +1,28 @@
 """attncap benchmarks: `python benchmarks/run.py` prints one table.
 
-Each figure is a median over repeated batches, beside a floor measured in the same run, so
-the ratios hold on a busy machine where absolute times drift:
-  - cached resolve        vs a dict lookup of the same query;
-  - uncached resolve      vs a hand-written if-chain answering the same FA4 question;
-  - import / load         vs `python -c pass` and against the targets in the README.
+Every figure is measured beside a reference in the same run, so the ratios hold on a busy machine
+where absolute times drift (the header states the machine and its load average, before and after):
+  - uncached resolve  vs TransformerEngine's real get_attention_backend (tools/te_harness.py: TE's
+    pure-Python wheel, its C++/cuDNN gate stubbed, so TE's figure is a lower bound), on the same
+    configurations (benchmarks/workloads.py), each a real miss; per-environment plans cold (built
+    during the pass, as on a framework's first step and on every new dtype) and warm, apart;
+  - per forward       vs TE's per-step check (AttentionParams(...) + `!=` against the cached one, as
+    DotProductAttention does on every step);
+  - import + load     vs `python -c pass`, in alternating subprocesses, attncap laid out and
+    byte-compiled as its wheel installs it, with the build hook's snapshot and without (full load);
+  - first resolve with flash-attn-4 installed and probes on, in a fresh process.
+Times are CPU time (process_time; user + system of a child process), except where a row says wall.
+Ratio = attncap / reference (0.2x: attncap takes a fifth of the reference's time). Without the
+package index (no TE wheel) the TE rows say so and the rest still runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -19,113 +30,335 @@ import time
 import timeit
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools"))  # te_harness, te_diff
 
 import attncap  # noqa: E402
 from attncap import AttentionQuery, Environment, resolve  # noqa: E402
 
+TE_VERSION = "2.20.2"
 ENV = Environment(versions={"flash-attn-4": "4.0.0b36", "flash-attn": "2.8.3", "flash-attn-3": "3.0.0",
                             "torch": "2.13.0"}, cudnn="9.10.2")
+notes: list[str] = []
+
+
+CLOCK = time.process_time  # CPU time: on a loaded machine, waiting for a core is not the code's cost
 
 
 def median_per_call(fn, number: int, repeat: int = 7) -> float:
-    return statistics.median(t / number for t in timeit.repeat(fn, number=number, repeat=repeat))
+    return statistics.median(t / number for t in timeit.repeat(fn, number=number, repeat=repeat, timer=CLOCK))
 
 
-def subprocess_time(code: str, runs: int = 7) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def p99(samples: list) -> float:
+    return sorted(samples)[min(len(samples) - 1, int(len(samples) * 0.99))]
 
 
-def fa4_if_chain(arch: str, dtype: str, hd: int, hdv: int, training: bool, version: tuple) -> bool:
-    """The hand-written floor: FA4 4.0.0b36's head-dim rules as a framework would inline them."""
-    if arch not in ("sm90", "sm100", "sm103", "sm110") or dtype not in ("bf16", "fp16"):
-        return False
-    if hd % 8 or hdv % 8:
-        return False
-    if arch == "sm90":
-        return 8 <= hd <= 256 and 8 <= hdv <= 256
-    if hd == hdv == 512 or (hd, hdv) == (256, 256) and version < (4, 0, 0, 11):
-        return False
-    return (8 <= hd <= 128 and 8 <= hdv <= 128) or (hd, hdv) in ((192, 128), (256, 256), (64, 512))
-
-
-def queries(n: int) -> list[AttentionQuery]:
-    """Distinct queries (different seqlens), so each resolve is a cache miss."""
-    return [AttentionQuery(arch="sm100", dtype="bf16", head_dim_qk=128, training=True, mask="causal",
-                           seqlen_q=1024 + i) for i in range(n)]
-
-
-def bench_resolve(rows: list) -> None:
-    q = AttentionQuery(arch="sm100", dtype="bf16", head_dim_qk=128, training=True, mask="causal", seqlen_q=4096)
-    resolve(q, ENV, probes=False)
-    floor = {q: "x"}
-    cached = median_per_call(lambda: resolve(q, ENV, probes=False), 100_000)
-    lookup = median_per_call(lambda: floor.get(q), 100_000)
-    rows.append(("resolve, cached", cached, "dict lookup", lookup, "<= 0.5 us"))
-    build = median_per_call(lambda: AttentionQuery(arch="sm100", dtype="bf16", head_dim_qk=128, training=True,
-                                                   mask="causal", seqlen_q=4096), 20_000)
-    raw = median_per_call(lambda: ("sm100", "bf16", 128, True, "causal", 4096), 20_000)
-    rows.append(("AttentionQuery(...) construction, validated", build, "tuple literal", raw, ""))
-
-    chain = median_per_call(lambda: fa4_if_chain("sm100", "bf16", 128, 128, True, (4, 0, 0, 36)), 100_000)
-    batch = queries(2550)
-    samples, reasons = [], []
-    for _ in range(7):
-        attncap.clear_cache()
-        attncap.default_registry().compiled  # the load is measured separately
-        for x in batch[:50]:
-            resolve(x, ENV, probes=False)  # warm the per-environment views
-        start = time.perf_counter()
-        for x in batch[50:2050]:
-            resolve(x, ENV, probes=False)
-        samples.append((time.perf_counter() - start) / 2000)
-        start = time.perf_counter()
-        for x in batch[2050:]:  # not resolved yet: resolution plus every decision's reasons
-            for d in resolve(x, ENV, probes=False).decisions:
-                d.reasons
-        reasons.append((time.perf_counter() - start) / 500)
-    rows.append(("resolve, uncached, 8 backends", statistics.median(samples), "FA4 if-chain", chain, "<= 15 us"))
-    rows.append(("  ... with every reason built", statistics.median(reasons), "FA4 if-chain", chain, "(lazy)"))
-    probed = _uncached_with_probes(batch)
-    if probed is not None:
-        rows.append(("  ... probes on (installed FA4 asked)", probed, "FA4 if-chain", chain, ""))
-
-
-def _uncached_with_probes(batch) -> float | None:
-    """Uncached resolution with the probes on, against the installed flash-attn-4 (imported first)."""
+def installed(dist: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
     try:
-        env = ENV.replace(versions={"flash-attn-4": version("flash-attn-4"), "torch": version("torch")})
-        import flash_attn.cute.interface  # noqa: F401  (the import is not part of the figure)
-    except (PackageNotFoundError, ImportError):
+        return version(dist)
+    except PackageNotFoundError:
         return None
+
+
+# ---------- TransformerEngine, the anchor ----------
+
+class Anchor:
+    """TE's gate on one configuration at a time, the FA versions of the workload installed."""
+
+    def __init__(self):
+        import te_harness
+        self.h = te_harness
+        self.te = te_harness.load(TE_VERSION)
+        self.te.utils.AttentionLogging._log_level = 30  # WARNING: TE's level without NVTE_DEBUG
+        self.fa4 = installed("flash-attn-4")
+
+    def prepare(self, configs) -> list:
+        """[(params, attncap query, env)] for the configurations TE accepts (it raises on the rest)."""
+        from attncap.integrations.transformer_engine import environment_for, query_from_attention_params
+        from workloads import ARCHS, FA_VERSIONS
+        out, envs, seen = [], {}, set()
+        with self.te.active():
+            for cc, cudnn, fields in configs:
+                params = self.te.AttentionParams(**{k: v for k, v in fields.items() if k in self.te.fields})
+                try:
+                    self._call(cc, cudnn, params)
+                except (AssertionError, ValueError, KeyError):
+                    continue
+                env = envs.get((cc, cudnn)) or envs.setdefault((cc, cudnn), environment_for(
+                    arch=ARCHS[cc], transformer_engine=TE_VERSION, cudnn=".".join(map(str, cudnn)),
+                    flash_attn_4=self.fa4, **FA_VERSIONS))
+                query = query_from_attention_params(params, arch=ARCHS[cc])
+                if (query, env) not in seen:  # each configuration a real miss on both sides
+                    seen.add((query, env))
+                    out.append((cc, cudnn, params, query, env))
+        return out
+
+    def _call(self, cc, cudnn, params):
+        self.h._State.cc, self.h._State.cudnn = cc, cudnn
+        self._set_for(cc)
+        return self.te.get_attention_backend(params)
+
+    def times(self, items, rounds: int) -> list:
+        samples = []
+        with self.te.active():
+            for _ in range(rounds):
+                for cc, cudnn, params, _q, _e in items:
+                    self.h._State.cc, self.h._State.cudnn = cc, cudnn
+                    self._set_for(cc)
+                    start = CLOCK()
+                    self.te.get_attention_backend(params)
+                    samples.append(CLOCK() - start)
+        return samples
+
+    def _set_for(self, cc):
+        """FA2 everywhere, FA3 on sm90, FA4 from sm90: what a TE user would have installed."""
+        from workloads import FA_VERSIONS
+        self.te._set_flash(FA_VERSIONS["flash_attn"], FA_VERSIONS["flash_attn_3"] if cc == (9, 0) else None,
+                           self.fa4 if cc >= (9, 0) else None, True)
+
+
+def load_anchor() -> Anchor | None:
+    try:
+        return Anchor()
+    except Exception as exc:  # DownloadError (no package index), torch missing, ...
+        notes.append(f"TE anchor skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        return None
+
+
+def _fresh_caches(plans: bool) -> None:
+    """Forget cached resolutions (and, if `plans`, the per-environment plans); keep the loaded registry."""
+    from attncap import resolver
+    resolver._cache.clear()
+    if plans:
+        getattr(resolver, "_plans", {}).clear()
+
+
+def attncap_times(items, rounds: int, *, cold: bool) -> tuple[list, list]:
+    """Per-call seconds over `rounds` passes; and, when cold, those of the calls that built a plan."""
+    from attncap import resolver
+    samples, planned = [], []
+    for _ in range(rounds):
+        _fresh_caches(plans=cold)
+        if not cold:
+            for _c, _d, _p, q, env in items:
+                resolve(q, env, probes=False)
+            _fresh_caches(plans=False)
+        for _c, _d, _p, q, env in items:
+            before = len(getattr(resolver, "_plans", ()))
+            start = CLOCK()
+            resolve(q, env, probes=False)
+            elapsed = CLOCK() - start
+            samples.append(elapsed)
+            if cold and len(getattr(resolver, "_plans", ())) != before:
+                planned.append(elapsed)
+    return samples, planned
+
+
+def bench_uncached(rows: list, anchor: Anchor | None, rounds: int) -> None:
+    import workloads
+    attncap.default_registry().compiled  # the load is measured separately
+    for name, make in workloads.WORKLOADS.items():
+        if anchor is None:
+            continue
+        items = anchor.prepare(make())
+        te = anchor.times(items, rounds)
+        te_median = statistics.median(te)
+        warm, _ = attncap_times(items, rounds, cold=False)
+        cold, planned = attncap_times(items, rounds, cold=True)
+        label = f"{name} ({len(items)} configs)"
+        rows.append((f"uncached, {label}, plans warm", statistics.median(warm), p99(warm), "TE get_attention_backend",
+                     te_median, "<= 0.22x, <= 15 us"))
+        rows.append((f"uncached, {label}, plans cold", statistics.median(cold), p99(cold), "TE get_attention_backend",
+                     te_median, "p99 too"))
+        if planned:
+            rows.append((f"  ... a call that built a plan ({len(planned) // rounds}/pass)",
+                         statistics.median(planned), p99(planned), "TE get_attention_backend", te_median,
+                         "<= 200 us"))
+        rows.append((f"  TE get_attention_backend, {name}", te_median, p99(te), "", None, ""))
+    if anchor is None:
+        rows.append(("uncached vs TE: skipped (see note)", None, None, "", None, ""))
+    # every reason built, and the probes on (installed FA4 asked), on the TE-like workload's queries
+    queries = [AttentionQuery(arch="sm100", dtype="bf16", head_dim_qk=128, training=True, mask="causal",
+                              seqlen_q=1024 + i) for i in range(2000)]
     samples = []
-    for _ in range(5):
-        attncap.clear_cache()
-        for x in batch[:50]:
-            resolve(x, env)
-        start = time.perf_counter()
-        for x in batch[50:2050]:
-            resolve(x, env)
-        samples.append((time.perf_counter() - start) / 2000)
-    return statistics.median(samples)
+    for _ in range(rounds):
+        _fresh_caches(plans=False)
+        resolve(queries[0], ENV, probes=False)
+        for q in queries[1:]:
+            start = CLOCK()
+            for d in resolve(q, ENV, probes=False).decisions:
+                d.reasons
+            samples.append(CLOCK() - start)
+    rows.append(("uncached + every reason built", statistics.median(samples), p99(samples), "", None, ""))
+    probed = _uncached_with_probes(queries, rounds)
+    if probed is not None:
+        rows.append(("uncached, probes on (installed FA4 asked)", statistics.median(probed), p99(probed), "",
+                     None, ""))
+
+
+def _uncached_with_probes(queries, rounds) -> list | None:
+    """Uncached resolution with the probes on, against the installed flash-attn-4 (imported first)."""
+    fa4 = installed("flash-attn-4")
+    try:
+        import flash_attn.cute.interface  # noqa: F401  (the import is not part of the figure)
+    except ImportError:
+        return None
+    env = ENV.replace(versions={"flash-attn-4": fa4, "torch": installed("torch")})
+    samples = []
+    for _ in range(rounds):
+        _fresh_caches(plans=False)
+        resolve(queries[0], env)
+        for q in queries[1:]:
+            start = CLOCK()
+            resolve(q, env)
+            samples.append(CLOCK() - start)
+    return samples
+
+
+# ---------- per forward ----------
+
+PER_STEP = dict(arch="sm90", dtype="bf16", head_dim_qk=128, num_heads_q=32, num_heads_kv=8, seqlen_q=4096,
+                training=True, mask="causal", layout="sbhd")
+
+
+def bench_per_forward(rows: list, anchor: Anchor | None) -> None:
+    env = Environment(arch="sm90", versions=dict(ENV.versions), cudnn="9.10.2")
+    q = AttentionQuery(**PER_STEP)
+    resolve(q, env, probes=False)
+    lookup = {q: "x"}
+    rows.append(("resolve, cached (query kept)", median_per_call(lambda: resolve(q, env, probes=False), 100_000),
+                 None, "dict lookup", median_per_call(lambda: lookup.get(q), 100_000), "<= 0.5 us"))
+    te_step = None
+    if anchor is not None:
+        import workloads
+        with anchor.te.active():
+            fields = workloads.te_like(1)[0][2]
+            fields = {k: v for k, v in fields.items() if k in anchor.te.fields}
+            AttentionParams = anchor.te.AttentionParams
+            cached = AttentionParams(**fields)
+            te_step = median_per_call(lambda: AttentionParams(**fields) != cached, 20_000)
+        rows.append(("TE per-step check: AttentionParams(...) + !=", te_step, None, "", None, ""))
+    ref = "TE per-step check" if te_step else ""
+    fields = dict(PER_STEP)
+    rows.append(("per forward: resolve(AttentionQuery(...))",
+                 median_per_call(lambda: resolve(AttentionQuery(**fields), env, probes=False), 20_000), None,
+                 ref, te_step, "<= 1 us, <= 0.2x"))
+    try:
+        import torch
+        import attncap.torch as at
+    except ImportError:
+        notes.append("attncap.torch rows skipped: torch not importable")
+        return
+    fields.pop("layout")
+    at.resolve_for(**fields)
+    rows.append(("per forward: attncap.torch.resolve_for(...)", median_per_call(lambda: at.resolve_for(**fields),
+                                                                               20_000), None, ref, te_step,
+                 "<= 1 us, <= 0.2x"))
+    x = torch.empty(2, 32, 4096, 128, dtype=torch.bfloat16, device="meta")
+    kv = torch.empty(2, 8, 4096, 128, dtype=torch.bfloat16, device="meta")
+    rows.append(("per forward: resolve(query_from_tensors(...))",
+                 median_per_call(lambda: resolve(at.query_from_tensors(x, kv, kv, causal=True, arch="sm90"), env,
+                                                 probes=False), 20_000), None, ref, te_step, ""))
+
+
+# ---------- import + load, first resolve: fresh processes ----------
+
+def paired_subprocess(code: str, floor: str = "pass", runs: int = 9, path: str | None = None) -> tuple[float, float]:
+    """Median CPU seconds (user + system) of `code` and of `floor` in fresh processes, run alternately
+    (drift hits both alike), ATTNCAP_PATH unset, in `path` (first on PYTHONPATH for `code`)."""
+    env = {k: v for k, v in os.environ.items() if k != "ATTNCAP_PATH"}
+    code_env = dict(env, PYTHONPATH=path) if path else env
+    a, b = [], []
+    for _ in range(runs):
+        for code_, out, env_ in ((code, a, code_env), (floor, b, env)):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run([sys.executable, "-c", code_], check=True, env=env_, cwd=path)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            out.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(a), statistics.median(b)
+
+
+def installed_layout(root: str, with_snapshot: bool) -> str:
+    """attncap laid out as the wheel installs it (data under attncap/_data/, the build hook's snapshot
+    when `with_snapshot`, byte-compiled as pip does) in `root`, to be put on PYTHONPATH."""
+    import compileall
+    import shutil
+    from attncap import snapshot
+    here = os.path.join(os.path.dirname(__file__), os.pardir)
+    package = os.path.join(root, "attncap")
+    shutil.copytree(os.path.join(here, "attncap"), package, ignore=shutil.ignore_patterns("__pycache__", "_data"))
+    shutil.copytree(os.path.join(here, "capabilities"), os.path.join(package, "_data", "capabilities"))
+    if with_snapshot:
+        snapshot.write(os.path.join(here, "capabilities"), os.path.join(package, "_data", snapshot.FILE_NAME))
+    compileall.compile_dir(package, quiet=1)
+    return root
 
 
 def bench_load(rows: list) -> None:
+    import tempfile
     from attncap.loader import load_registry
 
     def load():
         load_registry(use_env=False).compiled
-    rows.append(("load + validate + compile data", median_per_call(load, 3, 5), "", None, ""))
-    floor = subprocess_time("pass")
-    imp = subprocess_time("import attncap, sys; assert 'torch' not in sys.modules")
-    first = subprocess_time("import attncap; attncap.default_registry().compiled")
-    rows.append(("import attncap (subprocess)", imp, "python -c pass", floor, ""))
-    rows.append(("import + load (subprocess)", first, "python -c pass", floor, "<= 150 ms"))
+    rows.append(("full load + validate + compile data (in process)", median_per_call(load, 3, 5), None, "", None,
+                 ""))
+    code = "import attncap; attncap.default_registry().compiled"
+    with tempfile.TemporaryDirectory() as full, tempfile.TemporaryDirectory() as snap:
+        imp, floor = paired_subprocess("import attncap, sys; assert 'torch' not in sys.modules",
+                                       path=installed_layout(snap, True))
+        rows.append(("import attncap (subprocess)", imp, None, "python -c pass", floor, ""))
+        for label, root, with_snapshot in (("full load", full, False), ("wheel snapshot", snap, True)):
+            if not with_snapshot:
+                installed_layout(root, with_snapshot)
+            first, floor = paired_subprocess(code, path=root)
+            rows.append((f"import + load, {label} (subprocess)", first, None, "python -c pass", floor, ""))
+            rows.append((f"  ... over bare Python, {label}", first - floor, None, "", None, "<= 150 ms"))
+
+
+FIRST_RESOLVE = """
+import json, resource, sys, time
+import attncap
+from attncap import AttentionQuery, Environment, resolve
+attncap.default_registry().compiled
+env = Environment.detect().replace(arch="ARCH")
+q = AttentionQuery(arch="ARCH", dtype="bf16", head_dim_qk=128, training=True, mask="causal")
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize() / 2 ** 20
+before, rss_before = len(sys.modules), rss()
+start = time.perf_counter()
+r = resolve(q, env)
+elapsed = time.perf_counter() - start
+print(json.dumps({"s": elapsed, "modules": len(sys.modules) - before, "torch": "torch" in sys.modules,
+                  "rss": [rss_before, rss()], "selected": r.selected}))
+"""
+
+
+def bench_first_resolve(rows: list) -> None:
+    import json
+    fa4 = installed("flash-attn-4")
+    if fa4 is None:
+        rows.append(("first resolve, FA4 installed: skipped", None, None, "flash-attn-4 not installed", None, ""))
+        return
+    for arch in ("sm90", "sm100"):
+        runs = []
+        for _ in range(3):
+            out = subprocess.run([sys.executable, "-c", FIRST_RESOLVE.replace("ARCH", arch)], capture_output=True,
+                                 text=True, timeout=300)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        s = statistics.median(r["s"] for r in runs)
+        last = runs[-1]
+        rows.append((f"first resolve, {arch}, FA4 {fa4}, probes on (wall)", s, None, "", None, "<= 50 ms"))
+        notes.append(f"first resolve on {arch}: imported {last['modules']} modules (torch: {last['torch']}), "
+                     f"RSS {last['rss'][0]:.0f} -> {last['rss'][1]:.0f} MB, selected {last['selected']}")
+    cli = [sys.executable, "-c", "import sys; from attncap.cli import main; sys.exit(main())"]
+    start = time.perf_counter()
+    done = subprocess.run(cli + ["resolve", "--arch", "sm100", "--head-dim", "128", "--training"],
+                          capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        notes.append(f"attncap resolve failed ({done.returncode}): {done.stderr.strip()[-200:]}")
+    rows.append(("`attncap resolve --arch sm100` (CLI, wall)", wall, None, "", None, "<= 0.3 s"))
 
 
 def bench_grid(rows: list) -> None:
@@ -143,8 +376,8 @@ def bench_grid(rows: list) -> None:
                               vocab.cc(arch))
                     regions(b, registry.backends[name], t, ctx, 576).supported
     points = len(registry.backends) * len(vocab.archs) * len(vocab.dtypes) * 576 * 576
-    rows.append((f"matrix: all planes ({points / 1e6:.0f}M points)", median_per_call(everything, 1, 3), "", None,
-                 "< 5 s"))
+    rows.append((f"matrix: all planes ({points / 1e6:.0f}M points)", median_per_call(everything, 1, 3), None, "",
+                 None, "< 5 s"))
 
 
 def bench_drift(rows: list) -> None:
@@ -153,14 +386,14 @@ def bench_drift(rows: list) -> None:
         installed = version("flash-attn-4")
         import flash_attn.cute.interface  # noqa: F401  (import cost is not part of the figure)
     except Exception:
-        rows.append(("drift over the FA4 grid", None, "flash-attn-4 not importable", None, ""))
+        rows.append(("drift over the FA4 grid", None, None, "flash-attn-4 not importable", None, ""))
         return
     from attncap.drift import run_drift
     env = Environment(versions={"flash-attn-4": installed})
     start = time.perf_counter()
     report = run_drift(attncap.default_registry(), "flash-attn-4", env)
     rows.append((f"drift, FA4 {installed} ({report.compared / 1e6:.1f}M points)", time.perf_counter() - start,
-                 "", None, "< 10 s"))
+                 None, "", None, "< 10 s"))
 
 
 def fmt(seconds: float | None) -> str:
@@ -172,24 +405,47 @@ def fmt(seconds: float | None) -> str:
     return ""
 
 
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"attncap {attncap.__version__}, Python {platform.python_version()}, {cpu}, {os.cpu_count()} CPUs, "
+            f"torch {installed('torch')}, flash-attn-4 {installed('flash-attn-4')}, TE {TE_VERSION} (anchor)")
+
+
+def load_average() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="skip the grid and drift figures")
+    parser.add_argument("--quick", action="store_true", help="skip the grid, drift and first-resolve figures")
+    parser.add_argument("--rounds", type=int, default=5, help="passes over each workload (default 5)")
     parser.add_argument("--readme", action="store_true", help="also write the table into README.md")
     args = parser.parse_args()
+    load_before = load_average()
     rows: list = []
-    bench_resolve(rows)
+    anchor = load_anchor()
+    gc.collect()
+    bench_uncached(rows, anchor, args.rounds)
+    bench_per_forward(rows, anchor)
     bench_load(rows)
     if not args.quick:
+        bench_first_resolve(rows)
         bench_grid(rows)
         bench_drift(rows)
-    lines = [f"attncap {attncap.__version__}, Python {platform.python_version()}, {platform.machine()}, "
-             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", "",
-             f"| {'figure':<44} | {'median':>9} | {'floor':<15} | {'floor median':>12} | {'ratio':>6} | target |",
-             f"|{'-' * 46}|{'-' * 11}|{'-' * 17}|{'-' * 14}|{'-' * 8}|--------|"]
-    for name, value, floor_name, floor, target in rows:
-        ratio = f"{value / floor:.1f}x" if value and floor else ""
-        lines.append(f"| {name:<44} | {fmt(value):>9} | {floor_name:<15} | {fmt(floor):>12} | {ratio:>6} | {target} |")
+    lines = [machine(), f"load average (1/5/15 min) {load_before} at start, {load_average()} at end", "",
+             f"| {'figure':<52} | {'median':>9} | {'p99':>9} | {'reference':<26} | {'ref. median':>11} | "
+             f"{'ratio':>6} | target |",
+             f"|{'-' * 54}|{'-' * 11}|{'-' * 11}|{'-' * 28}|{'-' * 13}|{'-' * 8}|--------|"]
+    for name, value, tail, ref_name, ref, target in rows:
+        ratio = f"{value / ref:.2f}x" if value and ref else ""
+        lines.append(f"| {name:<52} | {fmt(value):>9} | {fmt(tail):>9} | {ref_name:<26} | {fmt(ref):>11} | "
+                     f"{ratio:>6} | {target} |")
+    lines += [""] + [f"- {n}" for n in notes]
     print("\n".join(lines))
     if args.readme:
         readme = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")

@@ -1,0 +1,121 @@
+"""The packaged data, validated at build time, as plain JSON shipped in the wheel.
+
+Loading the packaged YAML validates every document with pydantic and lints the merged
+registry: most of `import attncap` + first resolve. The wheel's build hook (hatch_build.py)
+runs that full load once and writes its result here (`attncap/_data/snapshot.json`) with the
+sha256 of every YAML file it came from. At run time the snapshot stands in for the full load
+only when it describes exactly the files installed beside it (same names, same hashes) and no
+overlay is asked for (ATTNCAP_PATH, --data); anything else takes the full load. JSON, not
+pickle: reading it runs no code.
+
+Models are rebuilt with `model_construct` (no validation: they were validated at build time),
+keeping each model's `model_fields_set` (the overlay merge reads it); origins come back as
+Locations without their Document (lint, which reads documents, only runs on the full load).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+FORMAT = 2  # 2: consumer profiles
+FILE_NAME = "snapshot.json"
+
+
+def packaged_snapshot() -> Path:
+    return Path(__file__).resolve().parent / "_data" / FILE_NAME
+
+
+def yaml_hashes(directory: Path) -> dict[str, str]:
+    """{file name: sha256} of the YAML files the loader would read from `directory`."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.glob("*.yaml"))}
+
+
+# ---------- build time ----------
+
+def write(capabilities: Path, out: Path) -> None:
+    """Fully load and check `capabilities` (errors and warnings), then write the snapshot to `out`."""
+    from .loader import LoadError, check_paths
+    capabilities = Path(capabilities)
+    registry, problems = check_paths([capabilities])
+    if registry is None:
+        raise LoadError(problems)
+    base = str(capabilities.resolve())
+    data = {
+        "format": FORMAT,
+        "hashes": yaml_hashes(capabilities),
+        "archs": [_dump(a) for a in registry.vocabulary.archs.values()],
+        "dtypes": [_dump(d) for d in registry.vocabulary.dtypes.values()],
+        "policy": _dump(registry.policy),
+        "backends": [_dump(b) for b in registry.backends.values()],
+        "profiles": {name: _dump(p) for name, p in registry.profiles.items()},
+        "origins": [[list(key), _relative(loc.file, base), loc.line, loc.column, list(loc.path)]
+                    for key, loc in registry.origins.items()],
+        "files": [_relative(f, base) for f in registry.files],
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True), encoding="utf-8")
+
+
+def _relative(file: str, base: str) -> str:
+    path = Path(file).resolve()
+    if path.parent != Path(base):
+        raise ValueError(f"{file} is not in {base}")
+    return path.name
+
+
+def _dump(value):
+    """Plain JSON: a model is {"model": class name, "set": {field: value}} with only its set fields."""
+    from pydantic import BaseModel
+    if isinstance(value, BaseModel):
+        return {"model": type(value).__name__,
+                "set": {name: _dump(getattr(value, name)) for name in sorted(value.model_fields_set)}}
+    if isinstance(value, dict):
+        return {"dict": [[k, _dump(v)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        if isinstance(value, tuple):
+            raise TypeError("tuples in the models: extend the snapshot format")
+        return [_dump(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"cannot snapshot a {type(value).__name__}")
+
+
+# ---------- run time ----------
+
+def load(capabilities: Path, snapshot: Path | None = None):
+    """The registry of `capabilities` from its snapshot, or None when there is none or it does not match."""
+    snapshot = snapshot or packaged_snapshot()
+    try:
+        data = json.loads(snapshot.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if data.get("format") != FORMAT or data.get("hashes") != yaml_hashes(capabilities):
+        return None
+    from . import models
+    from .registry import Location, Registry, Vocabulary
+    classes = {name: cls for name, cls in vars(models).items()
+               if isinstance(cls, type) and issubclass(cls, models.Model)}
+
+    def build(value):
+        if isinstance(value, list):
+            return [build(v) for v in value]
+        if isinstance(value, dict):
+            if "model" in value:
+                fields = {k: build(v) for k, v in value["set"].items()}
+                return classes[value["model"]].model_construct(_fields_set=set(fields), **fields)
+            return {k: build(v) for k, v in value["dict"]}
+        return value
+
+    base = str(capabilities)
+    archs = {a.name: a for a in map(build, data["archs"])}
+    dtypes = {d.name: d for d in map(build, data["dtypes"])}
+    backends = {b.backend: b for b in map(build, data["backends"])}
+    origins = {tuple(key): Location(os.path.join(base, file), line, column, tuple(path))
+               for key, file, line, column, path in data["origins"]}
+    profiles = {name: build(p) for name, p in data["profiles"].items()}
+    return Registry(Vocabulary.build(archs, dtypes), build(data["policy"]), backends, origins,
+                    [os.path.join(base, f) for f in data["files"]], profiles)
