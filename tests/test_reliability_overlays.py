@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,30 +15,12 @@ import pytest
 import attncap
 from attncap import lint
 from attncap.loader import LoadError, check_paths, load_registry, packaged_dir
-from attncap.yamlsource import MAX_FILE_BYTES, YamlError, read_document
+from attncap.yamlsource import YamlError, read_document
+from test_hardening import _within as within  # a hang guard: fails the test if fn does not return in time
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGED = packaged_dir()
 TOY = "backend: toy\npackage: toy\ninstall: pip install 'toy{specifier}'\n"
-
-
-def within(seconds: float, fn):
-    """fn()'s result; fails the test if it is still running after `seconds` (a hang, not a slow run)."""
-    out: dict = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            out["error"] = exc
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        pytest.fail(f"did not return within {seconds}s (hung)")
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 def mine(problems, directory: Path) -> list:
