@@ -174,6 +174,7 @@ def _shown(path: Path) -> str:
 
 def _skipped_files(directory: Path, found: list[Path]) -> list[Problem]:
     """Files a directory holds but loading does not read: said, not skipped silently."""
+    from .yamlsource import Problem
     out = [Problem(str(p), 1, 1, "", "a hidden file (editor backup?) is not loaded: rename it to load it",
                    severity="warning", check="overlay") for p in found if p.name.startswith(".")]
     out += [Problem(str(p), 1, 1, "", "capability files end in .yaml: this .yml file is not loaded (rename it)",

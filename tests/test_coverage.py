@@ -63,7 +63,7 @@ def test_detection_normalises_the_cudnn_wheel(monkeypatch):
     from attncap import environment
     wheels = {"nvidia-cudnn-cu12": "9.24.1.1"}
     monkeypatch.setattr(environment, "_distribution_version", lambda name: wheels.get(name))
-    assert environment._detect.__wrapped__(False).cudnn == "9.24.1"
+    assert environment._detect(False).cudnn == "9.24.1"  # the uncached detection
 
 
 def test_cudnn_four_part_answers_as_three_part():

@@ -94,7 +94,7 @@ def test_a_changed_or_added_yaml_file_falls_back(tmp_path):
 
 
 def test_a_mismatching_snapshot_is_not_used_by_the_loader(snap):
-    text = snap.read_text().replace('"format":1', '"format":0')
+    text = snap.read_text().replace(f'"format":{snapshot.FORMAT}', '"format":0')
     snap.write_text(text)
     assert all(loc.doc is not None for loc in load_registry(use_env=False).origins.values())
 
