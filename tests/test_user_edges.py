@@ -62,7 +62,7 @@ def test_item1_cli_version_is_detect_replace_and_no_detect_is_pure(installed, ca
 
 def test_item6_unknown_gpu_is_named_everywhere(monkeypatch, capsys):
     monkeypatch.setattr(environment, "_torch_device", lambda: ("13.0", None))
-    environment._detect.cache_clear()
+    environment.forget_detected()
     attncap.clear_cache()
     try:
         env = Environment.detect(device=True)
@@ -76,7 +76,7 @@ def test_item6_unknown_gpu_is_named_everywhere(monkeypatch, capsys):
         assert "arch: GPU with compute capability 13.0 is not in the data" in capsys.readouterr().out
         assert env.replace(arch="sm90").unknown_gpu is None  # a named arch replaces it
     finally:
-        environment._detect.cache_clear()
+        environment.forget_detected()
         attncap.clear_cache()
 
 
@@ -382,11 +382,11 @@ def test_item2_installed_fa2_whose_init_is_gone_is_rejected(co_installed, damage
 def test_item2_info_names_the_namespace_owner_and_the_conflict(co_installed, capsys):
     site, _ = co_installed
     (site / "flash_attn/__init__.py").unlink()
-    environment._detect.cache_clear()
+    environment.forget_detected()
     try:
         assert main(["info"]) == 0
     finally:
-        environment._detect.cache_clear()
+        environment.forget_detected()
     out = capsys.readouterr().out
     assert "flash_attn namespace: provided by flash-attn 2.8.3, flash-attn-4 4.0.0b36; flash_attn/__init__.py: " \
            "none (a namespace package: no FA2 API)" in out
@@ -565,14 +565,14 @@ def test_item9_png_title_wraps_and_the_legend_has_no_empty_rows():
 
 def test_item6_cli_without_arch_asks_the_gpu_and_names_an_unknown_one(monkeypatch, capsys):
     monkeypatch.setattr(environment, "_torch_device", lambda: ("13.0", None))
-    environment._detect.cache_clear()
+    environment.forget_detected()
     attncap.clear_cache()
     try:
         assert main(["resolve", "--head-dim", "128"]) == 2
         assert "attncap: GPU with compute capability 13.0 is not in the data; add it (docs/adding-hardware.md)" \
             in capsys.readouterr().err
     finally:
-        environment._detect.cache_clear()
+        environment.forget_detected()
         attncap.clear_cache()
 
 
