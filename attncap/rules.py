@@ -251,8 +251,9 @@ _CAUSAL = frozenset({"causal", "causal_bottom_right"})
 def _mask_check(allowed: frozenset, optimistic: bool) -> Check:
     """A mask set where causal and causal_bottom_right are one mask when seqlen_q == seqlen_kv.
 
-    Support and feature rules (optimistic) also accept unknown lengths; a known issue only fires
-    on lengths known to be equal.
+    Support and feature rules (optimistic) also accept unknown lengths. A known issue tests the mask as
+    given: with equal lengths the caller can pass the other alignment, which the issue does not name
+    (TransformerEngine's gates, for one, compare the mask type itself).
     """
     shown = ", ".join(sorted(allowed))
 
@@ -262,9 +263,7 @@ def _mask_check(allowed: frozenset, optimistic: bool) -> Check:
             return True
         if m not in _CAUSAL or not (_CAUSAL - {m}) & allowed:
             return False
-        if optimistic:
-            return not q.cross_attention
-        return q.seqlen_q is not None and q.seqlen_q == q.seqlen_kv
+        return optimistic and not q.cross_attention
     return Check("mask", test, lambda q, c: (sorted(allowed), q.mask, f"mask {q.mask} is not one of {shown}"), allowed)
 
 

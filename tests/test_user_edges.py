@@ -170,8 +170,9 @@ def test_item3_causal_alignments_are_one_mask_when_lengths_are_equal(tmp_path, m
     assert decide(mask="causal_bottom_right", softcap=30.0).supported  # unknown lengths do not reject
     wrong = decide(mask="causal_bottom_right", softcap=30.0, seqlen_q=128, seqlen_kv=512)
     assert not wrong.supported and "mask causal_bottom_right is not one of causal, none" in wrong.reasons[0].message
-    # a known issue fires on the same mask only when the lengths are known to be equal
-    assert decide(mask="causal", hd=64, seqlen_q=512, seqlen_kv=512).decided_by == "known_issue"
+    # a known issue names the mask as given: with equal lengths the caller passes the alignment it does not name
+    assert decide(mask="causal_bottom_right", hd=64, seqlen_q=512, seqlen_kv=512).decided_by == "known_issue"
+    assert decide(mask="causal", hd=64, seqlen_q=512, seqlen_kv=512).supported
     assert decide(mask="causal", hd=64).supported
     assert decide(mask="causal", hd=64, seqlen_q=128, seqlen_kv=512).supported
 
