@@ -107,8 +107,12 @@ def _te_reason(backend: str, reasons: list[str]) -> str:
     return _signature(shared) if shared else "(no message: dropped without a log line)"
 
 
+# Reasons that say something beside the verdict (hints, probe lines, version notes, an unchecked namespace).
+_NOT_BLOCKERS = ("install", "probe", "change", "namespace", "version", "unverified")
+
+
 def _attncap_reason(decision) -> str:
-    reasons = [r for r in decision.reasons if r.code not in ("install", "probe")]
+    reasons = [r for r in decision.reasons if r.code not in _NOT_BLOCKERS]
     if not reasons:
         return f"(decided by {decision.decided_by})"
     r = reasons[0]
