@@ -119,7 +119,7 @@ def test_an_environment_change_mid_resolution_does_not_poison_the_cache(monkeypa
 
     def then_change():  # the change lands right after the key was read: the worst moment
         values = real()
-        os.environ["ATTNCAP_DISABLE"] = "flash-attn-3"
+        monkeypatch.setenv("ATTNCAP_DISABLE", "flash-attn-3")  # restored at teardown, unlike os.environ[...]
         return values
     monkeypatch.setattr(resolver, "_environment_overrides", then_change)
     first = resolve(q, ENV, probes=False)
