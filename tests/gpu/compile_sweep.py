@@ -33,8 +33,8 @@ Output (JSON Lines, like tests/evidence/fa4_h100.jsonl): an env record, one reco
      "evidence": "compile", "arch": "sm100", "dtype": "bf16", "head_dim_qk": 64, "head_dim_v": 64,
      "pass": "forward" | "backward", "training": true,
      "outcome": "compiles" | "compile_error" | "resources" | "rejected" | "timeout" | "crash",
-     "error_class": null | "validator" | "kernel_assert" | "mlir_op_creation_failed" | "ptxas_registers" | ...,
-     "error": null | first 360 characters + " [at file:line]" (where it was raised),
+     "error_class": null | "validator" | "kernel_assert" | "layout_division" | "mlir_op_creation_failed" | ...,
+     "error": null | first 360 characters + " [at file:line via fa4_file:line]",
      "kernels": [{"name": "FlashAttentionForwardSm100", "smem": 232448, "threads": 512,
                   "regs": 128}], "over_limit": [] | ["smem 240000 > 232448", ...],
      "seconds": 2.4}
@@ -97,6 +97,8 @@ def _classify(msg: str):
         return "resources", "ptxas_registers"
     if "too much shared data" in m or ("shared memory" in m and "exceed" in m):
         return "resources", "smem"
+    if "failed to perform a valid division" in m:
+        return "compile_error", "layout_division"
     if "operation creation failed" in m:
         return "compile_error", "mlir_op_creation_failed"
     if "failed to partition" in m:
@@ -246,8 +248,12 @@ class Worker:
                     interface._flash_attn_bwd(q, k, v, out, torch.empty_like(out), lse)
         except BaseException as e:  # noqa: BLE001 - every failure is data
             msg = f"{type(e).__name__}: {e}"
-            where = traceback.extract_tb(e.__traceback__)[-1]
+            frames = traceback.extract_tb(e.__traceback__)
+            where = frames[-1]
+            fa4 = [f for f in frames if f"flash_attn{os.sep}cute" in f.filename]
             at = f"{os.path.basename(where.filename)}:{where.lineno}"
+            if fa4 and fa4[-1] is not where:  # the innermost FA4 line that led there
+                at += f" via {os.path.basename(fa4[-1].filename)}:{fa4[-1].lineno}"
             if where.name == "_validate_head_dims":
                 rec.update(outcome="rejected", error_class="validator")
             elif isinstance(e, AssertionError):  # a kernel class refuses the shape while building it
@@ -458,16 +464,17 @@ def main(argv=None):
         with lock:
             if not todo:
                 return None
-            if a.deadline and time.time() - t_start > a.deadline:
+            if a.deadline is not None and time.time() - t_start > a.deadline:
                 not_run.extend(t["id"] for t in todo)
                 todo.clear()
                 return None
             return todo.pop(0)
 
     def loop():
-        proc = Proc(a.arch, log)
+        proc = None
         try:
             while (task := take()) is not None:
+                proc = proc or Proc(a.arch, log)
                 r = proc.run({k: task[k] for k in ("head_dim_qk", "head_dim_v", "pass")}, a.timeout)
                 rec = {"record": "compile", "id": task["id"], "backend": "flash-attn-4", "evidence": "compile",
                        "arch": a.arch, "dtype": "bf16", "head_dim_qk": task["head_dim_qk"],
@@ -483,7 +490,8 @@ def main(argv=None):
                     print(f"{len(done)}/{len(tasks)} {task['id']} {rec['outcome']} {rec.get('error_class') or ''} "
                           f"{rec.get('seconds')}s", flush=True)
         finally:
-            proc.close()
+            if proc:
+                proc.close()
 
     threads = [threading.Thread(target=loop) for _ in range(a.jobs)]
     for t in threads:
