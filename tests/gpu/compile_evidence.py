@@ -97,11 +97,35 @@ def compare(name):
                    "error": shown.get("error") or "; ".join(shown.get("over_limit") or [])}
 
 
+def summary(name):
+    """Markdown lines: per pass, the outcome counts, split by whether the record's table said
+    supported when it was swept, and which pairs the table called supported do not compile."""
+    env, recs, summ = load(name)
+    lines = [f"{env['arch']} ({env['target']}, {len(recs)} records, {len(summ['not_run'])} not run):"]
+    for p in ("forward", "backward"):
+        rs = [r for r in recs if r["pass"] == p]
+        for table in (True, False):
+            sub = [r for r in rs if r["table_supported"] is table]
+            if sub:
+                counts = ", ".join(f"{o} {sum(r['outcome'] == o for r in sub)}" for o in OUTCOMES
+                                   if any(r["outcome"] == o for r in sub))
+                lines.append(f"- {p}, table {'supported' if table else 'unsupported'}: {len(sub)} pairs: {counts}")
+        bad = [(r["head_dim_qk"], r["head_dim_v"]) for r in rs if r["table_supported"] and r["outcome"] in FAILED]
+        if bad:
+            lines.append(f"- {p}: table-supported pairs that do not compile: {bad}")
+    return lines
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--all", action="store_true")
+    ap.add_argument("--summary", action="store_true", help="outcome counts per file (Markdown)")
     a = ap.parse_args(argv)
     sys.path.insert(0, ROOT)
+    if a.summary:
+        for name in files():
+            print("\n".join(summary(name)) + "\n")
+        return 0
     n = bad = 0
     for name in files():
         for row in compare(name):
