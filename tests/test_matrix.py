@@ -97,22 +97,24 @@ def test_matrix_with_the_installed_fa4_probe_equals_resolve(registry):
 def test_fa4_sm100_matrix_markdown_and_json(registry):
     m = build_matrix(registry, "flash-attn-4", "4.0.0b36", "bf16", archs=["sm90", "sm100", "sm103"])
     a = m.archs[1]
-    for shape in [(192, 128), (64, 512), (256, 256)]:
+    for shape in [(192, 128), (256, 256)]:
         assert a.outcome(*shape) == "table"
     assert a.outcome(512, 512) == "known_issue" and a.issues_at(512, 512) == ["sm100-symmetric-512"]
+    # (64, 512) without qv= does not build (tests/evidence/fa4_compile_sm100.jsonl)
+    assert a.outcome(64, 512) == "known_issue" and a.issues_at(64, 512) == ["sm100-mla-absorbed-64-512-without-qv"]
     assert a.outcome(136, 136) == "unsupported" and m.archs[0].outcome(136, 136) == "table"
     text = render_markdown([m])
     assert "flash-attn-4 4.0.0b36 (--version)" in text
-    assert "| sm100, sm103 | qk 8..128 step 8 × v 8..128 step 8<br>shapes (64, 512), (192, 128), (256, 256) | " \
-           "`sm100-symmetric-512`: (512, 512) |" in text
+    assert "| sm100, sm103 | qk 8..128 step 8 × v 8..128 step 8<br>shapes (192, 128), (256, 256) | " \
+           "`sm100-symmetric-512`: (512, 512)<br>`sm100-mla-absorbed-64-512-without-qv`: (64, 512) |" in text
     assert "empty here: probe fa4-head-dims not consulted" in text
     data = matrix_json(m)
     sm100 = data["archs"][1]["outcomes"]
-    assert sm100["table"]["count"] == 16 * 16 + 3
-    assert {"head_dim_qk": [{"min": 64, "max": 64, "step": 1}], "head_dim_v": {"min": 512, "max": 512, "step": 1},
-            "count": 1} in sm100["table"]["blocks"]
+    assert sm100["table"]["count"] == 16 * 16 + 2
     assert sm100["known_issue"]["by_issue"] == {"sm100-symmetric-512": [
         {"head_dim_qk": [{"min": 512, "max": 512, "step": 1}], "head_dim_v": {"min": 512, "max": 512, "step": 1},
+         "count": 1}], "sm100-mla-absorbed-64-512-without-qv": [
+        {"head_dim_qk": [{"min": 64, "max": 64, "step": 1}], "head_dim_v": {"min": 512, "max": 512, "step": 1},
          "count": 1}]}
     assert sm100["unsupported"]["count"] == 576 * 576 - 260
     assert "sm100-symmetric-512" in data["known_issues"]
