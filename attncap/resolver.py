@@ -319,18 +319,18 @@ def _namespace_conflicts(env, registry) -> dict:
 
 def _conflicted(d: Decision, conflicts: dict) -> Decision:
     """A backend whose package the shared flash_attn namespace breaks: rejected, by `conflict`; one it
-    may break (unchecked, a what-if): its verdict with the reason first."""
+    may break (unchecked, a what-if): its verdict with the reason first. The reason is a note: the
+    other reasons stay unbuilt until read (this runs on every uncached resolve of such an environment)."""
     ctx = d._ctx
     if ctx is None or ctx.version is None or ctx.package not in conflicts:
         return d
     from .namespace import SOURCE
     message, proven = conflicts[ctx.package]
     reason = Reason("conflict" if proven else "namespace", message, None, SOURCE, "versions", None, ctx.version)
-    supported, decided_by = (False, "conflict") if proven else (d.supported, d.decided_by)
-    out = Decision(d.backend, supported, decided_by, d.rule, d.static, d.probe, (reason, *d.reasons))
-    if hasattr(d, "_outcome"):
-        out._outcome = d._outcome if supported else "rejected"
-    return out
+    d._notes = (reason, *getattr(d, "_notes", ()))
+    if proven:
+        d.supported, d.decided_by, d._outcome = False, "conflict", "rejected"
+    return d
 
 
 _plans: dict = {}
