@@ -14,18 +14,20 @@ from packaging.version import InvalidVersion, Version
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr,
                       WithJsonSchema, model_validator)
 
+from .query import BIASES, CONTEXT_PARALLEL, FP8_RECIPES, LAYOUTS, MASKS, PACKINGS
+
 Int = Annotated[int, Field(strict=True)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 Name = Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 
 Pass = Literal["forward", "backward"]
-Mask = Literal["none", "causal", "causal_bottom_right", "padding", "arbitrary", "padding_causal",
-               "padding_causal_bottom_right"]
-Layout = Literal["bshd", "sbhd", "thd"]
-Bias = Literal["none", "alibi", "post_scale", "pre_scale"]
-ContextParallel = Literal["none", "p2p", "a2a", "all_gather", "a2a+p2p"]
-Packing = Literal["none", "kv", "qkv"]
-Fp8Recipe = Literal["delayed", "current", "mxfp8", "block", "nvfp4"]
+# The query's own vocabularies (query.py): one list for the data's conditions and the query's checks.
+Mask = Literal[MASKS]
+Layout = Literal[LAYOUTS]
+Bias = Literal[BIASES]
+ContextParallel = Literal[CONTEXT_PARALLEL]
+Packing = Literal[PACKINGS]
+Fp8Recipe = Literal[FP8_RECIPES]
 RELATION_FIELDS = ("seqlen_q", "seqlen_kv", "head_dim_qk", "head_dim_v", "num_heads_q", "num_heads_kv")
 RELATION_OPERATORS = ("<", "<=", "==", "!=", ">=", ">")
 

@@ -313,7 +313,6 @@ def classify(d: Decision, cov, blocked, policy: str) -> Decision:
 
 @functools.lru_cache(maxsize=64)
 def _namespace_conflicts(env, registry) -> dict:
-    from . import namespace
     return namespace.conflicts(env, {b.package for b in registry.compiled.values()})
 
 
@@ -324,9 +323,9 @@ def _conflicted(d: Decision, conflicts: dict) -> Decision:
     ctx = d._ctx
     if ctx is None or ctx.version is None or ctx.package not in conflicts:
         return d
-    from .namespace import SOURCE
     message, proven = conflicts[ctx.package]
-    reason = Reason("conflict" if proven else "namespace", message, None, SOURCE, "versions", None, ctx.version)
+    reason = Reason("conflict" if proven else "namespace", message, None, namespace.SOURCE, "versions", None,
+                    ctx.version)
     d._notes = (reason, *getattr(d, "_notes", ()))
     if proven:
         d.supported, d.decided_by, d._outcome = False, "conflict", "rejected"

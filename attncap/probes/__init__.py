@@ -117,7 +117,6 @@ def clear() -> None:
 
 
 def _load_builtin_and_entry_points() -> None:
-    import importlib.metadata
     from .fa4 import FA4HeadDimProbe
     from .sdpa import SDPAProbe
     with _lock:
