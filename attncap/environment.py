@@ -12,12 +12,12 @@ changes some packages of the installed environment. The CLI's `--version`/`--cud
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from types import MappingProxyType
 from typing import Mapping
 
+from .forking import renew_after_fork
 from .query import InvalidQueryError
 
 CUDNN = "cudnn"  # the version key of the cuDNN runtime
@@ -106,15 +106,7 @@ class Environment:
 _detected: dict[bool, Environment] = {}
 _detected_lock = threading.Lock()
 _detected_generation = 0  # bumped by forget_detected(): a detection begun before it is not stored
-
-
-def _reset_detected_lock() -> None:
-    global _detected_lock
-    _detected_lock = threading.Lock()  # a fork() child: another thread of the parent may have held it
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_reset_detected_lock)
+renew_after_fork(globals(), "_detected_lock")
 
 
 def forget_detected() -> None:

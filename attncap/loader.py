@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from . import memo
+from .forking import renew_after_fork
 from .models import VOCABULARY_FILES, ArchsFile, BackendFile, DtypesFile, Model, PolicyFile, ProfilesFile
 from .registry import Location, Registry, Vocabulary
 
@@ -53,15 +54,7 @@ def data_dirs(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = True
 
 _default = None
 _default_lock = threading.Lock()
-
-
-def _reset_default_lock() -> None:
-    global _default_lock
-    _default_lock = threading.Lock()  # a fork() child: another thread of the parent may have held it
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_reset_default_lock)
+renew_after_fork(globals(), "_default_lock")
 
 
 def default_registry() -> Registry:

@@ -16,10 +16,11 @@ import warnings
 
 from . import coverage, namespace
 from . import probes as probe_registry
+from .changes import smallest_changes, version_change
 from .environment import Environment, UnknownGPUError, forget_detected
+from .forking import renew_after_fork
 from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
-from .changes import smallest_changes, version_change
 from .rules import CompiledBackend, Ctx, Reason, effect_note
 from .settings import flag
 
@@ -36,15 +37,7 @@ _ENV_KEYS = tuple(os.environ.encodekey(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_
 
 _cache: dict = {}
 _cache_lock = threading.Lock()
-
-
-def _reset_cache_lock() -> None:
-    global _cache_lock
-    _cache_lock = threading.Lock()  # a fork() child: another thread of the parent may have held it
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_reset_cache_lock)
+renew_after_fork(globals(), "_cache_lock")
 _generation = 0  # bumped by clear_cache(): a resolution begun before it is not stored after it
 
 

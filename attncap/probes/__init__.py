@@ -10,9 +10,10 @@ opinion and says why; it never breaks resolution.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
+
+from ..forking import renew_after_fork
 
 log = logging.getLogger("attncap")
 ENTRY_POINT_GROUP = "attncap.probes"
@@ -57,7 +58,9 @@ class Probe:
         raise NotImplementedError
 
     def installed_version(self) -> str | None:
-        from ..environment import _distribution_version  # unreadable metadata counts as absent, with a warning
+        from ..environment import (
+            _distribution_version,  # unreadable metadata counts as absent, with a warning
+        )
         return _distribution_version(self.package)
 
     def status(self) -> str:
@@ -71,6 +74,7 @@ class Probe:
 
 _probes: dict[str, Probe] = {}
 _lock = threading.Lock()
+renew_after_fork(globals(), "_lock")
 
 
 def register(probe: Probe) -> None:
@@ -95,15 +99,6 @@ def judged_fields(name: str) -> frozenset[str]:
 
 
 _installed: dict[str, str | None] = {}  # probe name -> installed version of its package, looked up once
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # another thread of the parent may have held it at fork()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def clear() -> None:
