@@ -23,6 +23,9 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import evidence  # noqa: E402  (the GPU evidence reader beside this file)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EVIDENCE_DIR = os.path.join(ROOT, "tests", "evidence")
 PATTERN = "fa4_compile_*.jsonl"
@@ -35,19 +38,8 @@ def files():
 
 
 def load(name):
-    """(env header, [compile records], summary) of one evidence file."""
-    env, recs, summary = None, [], None
-    with open(os.path.join(EVIDENCE_DIR, name)) as f:
-        for line in f:
-            r = json.loads(line)
-            kind = r.get("record")
-            if kind == "env":
-                env = r
-            elif kind == "compile":
-                recs.append(r)
-            elif kind == "summary":
-                summary = r
-    return env, recs, summary
+    """(env header, [compile records], summary) of one evidence file (the same layout as the GPU runs')."""
+    return evidence.load(name, record="compile")
 
 
 def _decision(env, rec, training):

@@ -28,8 +28,8 @@ FLAT_SWEEPS = {"fa4_sm90_plane16_h200.jsonl": {"arch": "sm90", "versions": {"fla
                                                                           "torch": "2.11.0+cu130"}}}
 
 
-def load(name):
-    """(env header, [case records], summary) of one evidence file."""
+def load(name, record="case"):
+    """(env header, [records of kind `record`], summary) of one evidence file."""
     env, cases, summary = None, [], None
     with open(os.path.join(EVIDENCE_DIR, name)) as f:
         for line in f:
@@ -37,7 +37,7 @@ def load(name):
             kind = r.get("record")
             if kind == "env":
                 env = r
-            elif kind == "case":
+            elif kind == record:
                 cases.append(r)
             elif kind == "summary":
                 summary = r
