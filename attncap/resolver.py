@@ -129,16 +129,29 @@ class Decision:
 
 
 class Resolution:
-    __slots__ = ("query", "env", "arch", "decisions", "selected", "forced")
+    """Every backend's verdict on one query. `selected` is decided at once; the Decision objects are
+    built on first access of `decisions` (a framework that reads only `selected` never pays for them)."""
+
+    __slots__ = ("query", "env", "arch", "selected", "forced", "provisional", "_plan", "_outcomes", "_policy",
+                 "_decisions")
+
+    def __init__(self, query, env, arch, decisions=None, forced=None, *, selected=None, plan=None, outcomes=None,
+                 policy="allow", provisional=False):
+        """From built `decisions`, or lazily from a plan and each entry's Outcome (or eager Decision)."""
+        self.query, self.env, self.arch, self.forced = query, env, arch, forced
+        self._plan, self._outcomes, self._policy, self._decisions = plan, outcomes, policy, decisions
+        # provisional: a probe's verdict may change soon (its library is still importing): not cached
+        self.provisional = provisional
+        if decisions is not None:
+            selected = next((d.backend for d in decisions if d.supported), None)
+        self.selected = selected
 
     @property
-    def provisional(self) -> bool:
-        """A probe's verdict may change soon (it is still importing its library): do not cache this."""
-        return any(d.probe is not None and d.probe.provisional for d in self.decisions)
-
-    def __init__(self, query, env, arch, decisions, forced):
-        self.query, self.env, self.arch, self.decisions, self.forced = query, env, arch, decisions, forced
-        self.selected = next((d.backend for d in decisions if d.supported), None)
+    def decisions(self) -> tuple[Decision, ...]:
+        if self._decisions is None:
+            self._decisions = tuple(_decision(entry, self.query, outcome, self._policy, self.forced)
+                                    for entry, outcome in zip(self._plan.entries, self._outcomes))
+        return self._decisions
 
     def decision(self, backend: str) -> Decision:
         for d in self.decisions:
@@ -217,13 +230,16 @@ def _environment_overrides() -> tuple:
 
 def _resolve_uncached(query, env, prefer, disable, force, probes, registry, overrides, unverified=None,
                       profile=None) -> Resolution:
-    env_force, env_disable, env_probes, env_unverified = map(_decode, overrides)
+    if overrides == _NO_OVERRIDES:  # the common case: no ATTNCAP_* variable set
+        env_force = env_disable = env_probes = env_unverified = None
+    else:
+        env_force, env_disable, env_probes, env_unverified = map(_decode, overrides)
     force = force or env_force or None
     if disable is None:
-        disable = env_disable or ""
-    disable = frozenset(_split(disable))
+        disable = env_disable
+    disable = frozenset(_split(disable)) if disable else _NOTHING
     probes = probes and (env_probes is None or flag(ENV_PROBES, env_probes, True))
-    prefer = tuple(_split(prefer or ()))
+    prefer = tuple(_split(prefer)) if prefer else ()
     policy = unverified or env_unverified or "allow"
     if policy not in coverage.POLICIES:
         coverage.policy(policy)  # raises, naming the value
@@ -235,9 +251,13 @@ def _resolve_uncached(query, env, prefer, disable, force, probes, registry, over
         warnings.warn(UnverifiedWarning(f"{resolution.selected} is unverified here: "
                                         + "; ".join(r.message for r in resolution.decision(resolution.selected)
                                                     .reasons if r.field == "checked")), stacklevel=3)
-    if os.environ.get(ENV_DEBUG) == "1":
+    if log.isEnabledFor(logging.DEBUG) and os.environ.get(ENV_DEBUG) == "1":  # the table only for a listener
         log.debug("resolved %r -> %s\n%s", query, resolution.selected, resolution.table())
     return resolution
+
+
+_NO_OVERRIDES = (None, None, None, None)
+_NOTHING = frozenset()
 
 
 def _decode(value) -> str | None:
@@ -267,18 +287,45 @@ def arch_of(query: AttentionQuery, env: Environment) -> str:
 def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow", profile=None) -> Resolution:
     arch = arch_of(query, env)
     plan = _plan(registry, arch, query, env, prefer, disable, force, profile)
-    decisions = []
-    for name, b, ctx, view, cov, blocked in plan:
-        if b is None:
-            decisions.append(Decision(name, False, "disabled", reasons=_FORCED if force else _DISABLED))
-        elif cov is None and blocked is None:  # checked versions, no profile window: the common, cheap case
-            decisions.append(evaluate(b, query, ctx, env, probes, view))
-        else:
-            decisions.append(classify(evaluate(b, query, ctx, env, probes, view), cov, blocked, policy))
-    conflicts = _namespace_conflicts(env, registry)
-    if conflicts:
-        decisions = [_conflicted(d, conflicts) for d in decisions]
-    return Resolution(query, env, arch, tuple(decisions), force)
+    deny = policy == "deny"
+    outcomes = []
+    selected = None
+    provisional = False
+    for entry in plan.entries:
+        view = entry.view
+        if view is None:  # disabled
+            outcomes.append(None)
+            continue
+        if probes and entry.probed:  # the probe's verdict is per query: decided now, in full
+            outcome = _finish(evaluate(entry.b, query, entry.ctx, env, True, view), entry, policy)
+            supported = outcome.supported
+            provisional = provisional or (outcome.probe is not None and outcome.probe.provisional)
+        else:  # View.outcome, its memo looked up inline (this loop is the hot path)
+            outcome = view.memo.get(view.key(query)) or view.outcome(query, entry.ctx)
+            supported = outcome.supported and entry.gate and not (deny and entry.unverified)
+        outcomes.append(outcome)
+        if supported and selected is None:
+            selected = entry.name
+    return Resolution(query, env, arch, None, force, selected=selected, plan=plan, outcomes=outcomes, policy=policy,
+                      provisional=provisional)
+
+
+def _decision(entry, query, outcome, policy: str, force) -> Decision:
+    """The Decision of one plan entry from its Outcome (or the Decision already made, with a probe)."""
+    if entry.b is None:
+        return Decision(entry.name, False, "disabled", reasons=_FORCED if force else _DISABLED)
+    if isinstance(outcome, Decision):
+        return outcome
+    return _finish(_static_decision(entry.b, query, entry.ctx, outcome), entry, policy)
+
+
+def _finish(d: Decision, entry, policy: str) -> Decision:
+    """Coverage, a profile's window and the flash_attn namespace applied to a backend's decision."""
+    if entry.cov is not None or entry.blocked is not None:
+        d = classify(d, entry.cov, entry.blocked, policy)
+    if entry.conflict is not None:
+        d = _conflicted(d, entry.conflict)
+    return d
 
 
 def classify(d: Decision, cov, blocked, policy: str) -> Decision:
@@ -309,14 +356,12 @@ def _namespace_conflicts(env, registry) -> dict:
     return namespace.conflicts(env, {b.package for b in registry.compiled.values()})
 
 
-def _conflicted(d: Decision, conflicts: dict) -> Decision:
-    """A backend whose package the shared flash_attn namespace breaks: rejected, by `conflict`; one it
-    may break (unchecked, a what-if): its verdict with the reason first. The reason is a note: the
-    other reasons stay unbuilt until read (this runs on every uncached resolve of such an environment)."""
+def _conflicted(d: Decision, conflict: tuple[str, bool]) -> Decision:
+    """A backend whose package the shared flash_attn namespace breaks (`conflict`: the message and whether
+    it is proven): rejected, by `conflict`; one it may break (unchecked, a what-if): its verdict with the
+    reason first. The reason is a note: the other reasons stay unbuilt until read."""
     ctx = d._ctx
-    if ctx is None or ctx.version is None or ctx.package not in conflicts:
-        return d
-    message, proven = conflicts[ctx.package]
+    message, proven = conflict
     reason = Reason("conflict" if proven else "namespace", message, None, namespace.SOURCE, "versions", None,
                     ctx.version)
     d._notes = (reason, *getattr(d, "_notes", ()))
@@ -328,9 +373,35 @@ def _conflicted(d: Decision, conflicts: dict) -> Decision:
 _plans: dict = {}
 
 
-def _plan(registry, arch, query, env, prefer, disable, force, profile=None) -> tuple:
-    """(backend, compiled backend or None if disabled, Ctx, View, Coverage or None when fully checked,
-    profile refusal or None) in preference order.
+class _Entry:
+    """One backend of a plan: everything about it that is the same for every query of the plan."""
+
+    __slots__ = ("name", "b", "ctx", "view", "cov", "blocked", "conflict", "probed", "gate", "unverified")
+
+    def __init__(self, name, b=None, ctx=None, view=None, cov=None, blocked=None, conflict=None):
+        self.name, self.b, self.ctx, self.view = name, b, ctx, view  # b None: disabled (or another is forced)
+        self.cov = cov  # coverage.Coverage, None when the versions are checked and there is nothing to note
+        self.blocked = blocked  # a profile's refusal (Reason) or None
+        self.conflict = conflict  # (message, proven) when the flash_attn namespace may break the package
+        installed = ctx is not None and ctx.version is not None
+        self.probed = installed and b.probe is not None  # with probes on, decided per query in full
+        # Whether a statically supported query stays supported after classify() and _conflicted():
+        self.gate = blocked is None and (cov is None or cov.outcome != "unknown") and not (conflict and conflict[1])
+        self.unverified = cov is not None and cov.outcome == "unverified"  # refused under unverified="deny"
+
+
+class _Plan:
+    __slots__ = ("entries",)
+
+    def __init__(self, entries):
+        self.entries = entries
+
+    def __iter__(self):  # (name, b, ctx, view, cov, blocked), as before plans were objects
+        return iter([(e.name, e.b, e.ctx, e.view, e.cov, e.blocked) for e in self.entries])
+
+
+def _plan(registry, arch, query, env, prefer, disable, force, profile=None) -> _Plan:
+    """Per backend in preference order, a _Entry: its Ctx, View, Coverage, profile refusal and namespace conflict.
 
     Cached per environment, dtype and pass: everything here is the same for every query that shares them.
     """
@@ -347,18 +418,21 @@ def _plan(registry, arch, query, env, prefer, disable, force, profile=None) -> t
     order += [b for b in (*prefer, *registry.profile_preference(arch, profile)) if b not in order]
     elem_bytes = registry.vocabulary.dtypes[dtype].bytes
     cc = registry.vocabulary.cc(arch)
-    plan = []
+    conflicts = _namespace_conflicts(env, registry)
+    entries = []
     for name in order:
         if (force and name != force) or name in disable:
-            plan.append((name, None, None, None, None, None))
+            entries.append(_Entry(name))
         else:
             b = compiled[name]
             cov = coverage.assess(b, env)
             ctx = _ctx(b, env, arch, elem_bytes, cc, cov)
             cov = None if cov.outcome == "supported" and not cov.notes else cov
-            blocked = coverage.profile_block(registry, profile, b, env) if ctx.version is not None else None
-            plan.append((name, b, ctx, b.view(query, ctx), cov, blocked))  # views read only the dtype and pass
-    plan = tuple(plan)
+            installed = ctx.version is not None
+            blocked = coverage.profile_block(registry, profile, b, env) if installed else None
+            conflict = conflicts.get(ctx.package) if installed else None
+            entries.append(_Entry(name, b, ctx, b.view(query, ctx), cov, blocked, conflict))  # views: dtype, pass
+    plan = _Plan(tuple(entries))
     if len(_plans) > CACHE_SIZE:
         _plans.clear()
     _plans[key] = plan
@@ -375,32 +449,30 @@ def _ctx(b: CompiledBackend, env: Environment, arch: str, elem_bytes: int, cc, c
 
 
 def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, probes: bool, view=None) -> Decision:
-    """One backend's decision: booleans now, reasons when asked (plain loops: this is the hot path)."""
-    installed = c.version is not None
+    """One backend's decision: booleans now, reasons when asked."""
     if view is None:
         view = b.view(q, c)
-    rule = None
-    for r in view.support:
-        if r.matches(q, c):
-            rule = r
-            break
+    outcome = view.outcome(q, c)
+    if not (probes and c.version is not None and b.probe is not None):
+        return _static_decision(b, q, c, outcome)
+    rule, missing, issue, _ = outcome
     static = rule is not None
-    core, decided_by, verdict = static, "static", None
-    if probes and installed and b.probe is not None:
-        verdict = probe_registry.judge(b, q, c, env)
-        core, decided_by = _apply_probe(b, view, q, c, static, verdict)
-    missing = ()
-    for alternatives in q.features:
-        if not _feature_ok(view, alternatives, q, c):
-            missing += (alternatives,)
-    issue = view.known_issue(q, c) if installed else None
-    supported = installed and core and not missing and issue is None
+    verdict = probe_registry.judge(b, q, c, env)
+    core, decided_by = _apply_probe(b, view, q, c, static, verdict)
     if issue is not None:
         decided_by = "known_issue"
-    elif not installed:
-        decided_by = "not_installed"
-    rule_id = rule.id if rule is not None else ("probe" if core and verdict is not None else None)
-    return Decision(b.id, supported, decided_by, rule_id, static, verdict, None, b, q, c, core, missing)
+    rule_id = rule.id if static else ("probe" if core and verdict is not None else None)
+    return Decision(b.id, core and not missing and issue is None, decided_by, rule_id, static, verdict, None, b, q, c,
+                    core, missing)
+
+
+def _static_decision(b: CompiledBackend, q: AttentionQuery, c: Ctx, outcome) -> Decision:
+    """The Decision of a backend's Outcome when no probe is asked."""
+    rule, missing, issue, supported = outcome
+    decided_by = "known_issue" if issue is not None else "static" if c.version is not None else "not_installed"
+    static = rule is not None
+    return Decision(b.id, supported, decided_by, rule.id if static else None, static, None, None, b, q, c, static,
+                    missing)
 
 
 def _apply_probe(b, view, q, c, static, verdict) -> tuple[bool, str]:
@@ -415,14 +487,6 @@ def _apply_probe(b, view, q, c, static, verdict) -> tuple[bool, str]:
     judged = probe_registry.judged_fields(b.probe.name)
     core = any(r.matches(q, c, judged) for r in view.support)
     return core, "probe" if core and not static else "static"
-
-
-def _feature_ok(view, alternatives, q, c) -> bool:
-    always = view.always
-    for name in alternatives:
-        if name in always:
-            return True
-    return any(r.matches(q, c) for name in alternatives for r in view.features.get(name, ()))
 
 
 def _explain(b, q, c, static, verdict, core, missing, installed) -> list[Reason]:

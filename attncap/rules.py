@@ -8,8 +8,9 @@ support or feature rule (we cannot tell, so we do not reject) but never triggers
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any, Callable, NamedTuple
 
 from packaging.specifiers import SpecifierSet
@@ -67,6 +68,14 @@ class Check:
     test: Callable[[Query, Ctx], bool]
     explain: Callable[[Query, Ctx], tuple[object, object, str]]  # (expected, actual, message)
     allowed: frozenset = frozenset()  # for set checks: the allowed values
+    reads: tuple[str, ...] = ()  # the query attributes `test` reads (a View memoises on them); () = the Ctx only
+    # For a known issue: (value of the query, the values it needs); `test` is False for any other value,
+    # so a View finds the issues a query may hit by looking its value up (View.known_issue).
+    guard: tuple[Callable, frozenset] | None = None
+
+
+_HEAD_DIMS = ("head_dim_qk", "head_dim_v")
+_head_dims = attrgetter(*_HEAD_DIMS)
 
 
 @lru_cache(maxsize=4096)
@@ -100,7 +109,7 @@ def _range_check(field: str, r: IntRange, optimistic: bool) -> Check:
             f"% {res[0]} = {v % res[0]}, not {res[1]}" if res is not None and v % res[0] != res[1] else \
             f"% {nres[0]} = {nres[1]}"
         return _describe_range(r), v, f"{field}={v} {why}"
-    return Check(field, test, explain)
+    return Check(field, test, explain, reads=(field,))
 
 
 def _describe_range(r: IntRange) -> str:
@@ -123,7 +132,8 @@ def _relation_check(relation: str, optimistic: bool) -> Check:
         x, y = getattr(q, a), getattr(q, b)
         return optimistic if x is None or y is None else compare(x, y)
     return Check("relations", test, lambda q, c: (relation, (getattr(q, a), getattr(q, b)),
-                                                  f"needs {relation} ({a}={getattr(q, a)}, {b}={getattr(q, b)})"))
+                                                  f"needs {relation} ({a}={getattr(q, a)}, {b}={getattr(q, b)})"),
+                 reads=(a, b))
 
 
 def _optional_set_check(field: str, allowed: frozenset, optimistic: bool) -> Check:
@@ -134,40 +144,56 @@ def _optional_set_check(field: str, allowed: frozenset, optimistic: bool) -> Che
         v = getattr(q, field)
         return optimistic if v is None else v in allowed
     return Check(field, test, lambda q, c: (sorted(allowed), getattr(q, field),
-                                            f"{field} {getattr(q, field)} is not one of {shown}"), allowed)
+                                            f"{field} {getattr(q, field)} is not one of {shown}"), allowed, (field,),
+                 None if optimistic else (_getter(field), allowed))
 
 
-def _set_check(field: str, allowed: frozenset, what: str, get: Callable, key=None) -> Check:
+_GETTERS: dict[str, Callable] = {}
+
+
+def _getter(field: str) -> Callable:
+    """One attrgetter per field: a View groups the guards that read the same value."""
+    return _GETTERS.setdefault(field, attrgetter(field))
+
+
+def _set_check(field: str, allowed: frozenset, what: str, get: Callable, key=None, reads=()) -> Check:
     ordered = sorted(allowed, key=key) if key else sorted(allowed)
     shown = ", ".join(map(str, ordered))
+    guard = (_getter(field), allowed) if reads == (field,) else None  # a query attribute, not the Ctx's arch
     return Check(field, lambda q, c: get(q, c) in allowed,
-                 lambda q, c: (ordered, get(q, c), f"{what} {get(q, c)} is not one of {shown}"), allowed)
+                 lambda q, c: (ordered, get(q, c), f"{what} {get(q, c)} is not one of {shown}"), allowed, reads,
+                 guard)
 
 
-def _flag_check(field: str, wanted: bool, describe: str, get: Callable, optimistic: bool = True) -> Check:
+def _flag_check(field: str, wanted: bool, describe: str, get: Callable, reads: tuple[str, ...],
+                optimistic: bool = True) -> Check:
     def test(q, c):
         value = get(q)
         return optimistic if value is None else value == wanted
-    return Check(field, test, lambda q, c: (wanted, get(q), f"{'needs' if wanted else 'not with'} {describe}"))
+    # allowed: the values a known value must have (q.training, a view-level check, is never unknown)
+    return Check(field, test, lambda q, c: (wanted, get(q), f"{'needs' if wanted else 'not with'} {describe}"),
+                 frozenset({wanted}), reads, None if optimistic else (get, frozenset({wanted})))
 
 
-_FLAGS: dict[str, tuple[str, Callable]] = {
-    "training": ("training (backward)", lambda q: q.training),
-    "cross_attention": ("seqlen_q != seqlen_kv", lambda q: q.cross_attention if q.seqlen_q is not None else None),
-    "gqa": ("grouped-query attention (num_heads_q != num_heads_kv)", lambda q: q.gqa),
-    "window": ("a sliding window", lambda q: q.window is not None),
-    "dropout": ("dropout", lambda q: q.dropout > 0),
-    "softcap": ("softcap", lambda q: q.softcap > 0),
-    "deterministic": ("deterministic", lambda q: q.deterministic),
-    "paged_kv": ("a paged KV cache", lambda q: q.page_size is not None),
-    "sinks": ("attention sinks", lambda q: q.sinks),
-    "pad_between_seqs": ("padding between sequences", lambda q: q.pad_between_seqs),
-    "kv_cache": ("a KV cache (inference)", lambda q: q.kv_cache),
-    "return_max_logit": ("return_max_logit", lambda q: q.return_max_logit),
-    "score_mod": ("a score_mod callback", lambda q: q.score_mod),
-    "bias_grad": ("a bias that needs a gradient", lambda q: q.bias_grad),
-    "bottom_right": ("bottom-right aligned window/ALiBi diagonal", lambda q: q.bottom_right),
-    "fp8_mha": ("FP8 multi-head attention (fp8_mha)", lambda q: q.fp8_mha),
+# field: (what it means, its value on a query (None = unknown), the query attributes that value reads)
+_FLAGS: dict[str, tuple[str, Callable, tuple[str, ...]]] = {
+    "training": ("training (backward)", lambda q: q.training, ("training",)),
+    "cross_attention": ("seqlen_q != seqlen_kv", lambda q: q.cross_attention if q.seqlen_q is not None else None,
+                        ("cross_attention", "seqlen_q")),
+    "gqa": ("grouped-query attention (num_heads_q != num_heads_kv)", lambda q: q.gqa, ("gqa",)),
+    "window": ("a sliding window", lambda q: q.window is not None, ("window",)),
+    "dropout": ("dropout", lambda q: q.dropout > 0, ("dropout",)),
+    "softcap": ("softcap", lambda q: q.softcap > 0, ("softcap",)),
+    "deterministic": ("deterministic", lambda q: q.deterministic, ("deterministic",)),
+    "paged_kv": ("a paged KV cache", lambda q: q.page_size is not None, ("page_size",)),
+    "sinks": ("attention sinks", lambda q: q.sinks, ("sinks",)),
+    "pad_between_seqs": ("padding between sequences", lambda q: q.pad_between_seqs, ("pad_between_seqs",)),
+    "kv_cache": ("a KV cache (inference)", lambda q: q.kv_cache, ("kv_cache",)),
+    "return_max_logit": ("return_max_logit", lambda q: q.return_max_logit, ("return_max_logit",)),
+    "score_mod": ("a score_mod callback", lambda q: q.score_mod, ("score_mod",)),
+    "bias_grad": ("a bias that needs a gradient", lambda q: q.bias_grad, ("bias_grad",)),
+    "bottom_right": ("bottom-right aligned window/ALiBi diagonal", lambda q: q.bottom_right, ("bottom_right",)),
+    "fp8_mha": ("FP8 multi-head attention (fp8_mha)", lambda q: q.fp8_mha, ("fp8_mha",)),
 }
 _OPTIONAL_SETS = ("context_parallel", "packing", "fp8_recipe")
 
@@ -192,14 +218,16 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
         archs, _ = vocab.expand_archs(cond.arch)
         checks.append(_set_check("arch", archs, "arch", lambda q, c: c.arch, key=vocab.cc))  # sm80 before sm100
     if cond.dtype is not None:
-        checks.append(_set_check("dtype", frozenset(cond.dtype), "dtype", lambda q, c: q.dtype))
+        checks.append(_set_check("dtype", frozenset(cond.dtype), "dtype", lambda q, c: q.dtype, reads=("dtype",)))
     if passes is not None and "backward" not in passes:
         checks.append(Check("passes", lambda q, c: not q.training,
                             lambda q, c: (passes, "backward", "training needs the backward pass; "
-                                                              f"the rule covers {'/'.join(passes)} only")))
+                                                              f"the rule covers {'/'.join(passes)} only"),
+                            frozenset({False}), ("training",)))
     if passes is not None and "forward" not in passes:
         checks.append(Check("passes", lambda q, c: q.training,
-                            lambda q, c: (passes, "forward", "the rule covers the backward pass only")))
+                            lambda q, c: (passes, "forward", "the rule covers the backward pass only"),
+                            frozenset({True}), ("training",)))
     for field in ("head_dim_qk", "head_dim_v"):
         if getattr(cond, field) is not None:
             checks.append(_range_check(field, getattr(cond, field), optimistic=True))
@@ -209,13 +237,13 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
         checks.append(Check("head_dims", lambda q, c: (q.head_dim_qk, q.head_dim_v) in pairs,
                             lambda q, c: (sorted(pairs), (q.head_dim_qk, q.head_dim_v),
                                           f"(head_dim_qk, head_dim_v)=({q.head_dim_qk}, {q.head_dim_v}) "
-                                          f"is not one of {shown}"), pairs))
+                                          f"is not one of {shown}"), pairs, _HEAD_DIMS, (_head_dims, pairs)))
     if cond.same_head_dims is not None:
         same = cond.same_head_dims
         checks.append(Check("same_head_dims", lambda q, c: (q.head_dim_qk == q.head_dim_v) == same,
                             lambda q, c: (same, q.head_dim_qk == q.head_dim_v,
                                           f"head_dim_qk={q.head_dim_qk} and head_dim_v={q.head_dim_v} must "
-                                          f"{'be equal' if same else 'differ'}")))
+                                          f"{'be equal' if same else 'differ'}"), reads=_HEAD_DIMS))
     if cond.alignment_bytes is not None:
         checks.append(_alignment_check(cond.alignment_bytes))
     for field in ("seqlen_q", "seqlen_kv", "num_heads_q", "num_heads_kv", "page_size", "num_splits"):
@@ -226,10 +254,10 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
     for field in ("layout", "bias"):
         if getattr(cond, field) is not None:
             checks.append(_set_check(field, frozenset(getattr(cond, field)), field,
-                                     lambda q, c, f=field: getattr(q, f)))
-    for field, (describe, get) in _FLAGS.items():
+                                     lambda q, c, f=field: getattr(q, f), reads=(field,)))
+    for field, (describe, get, reads) in _FLAGS.items():
         if getattr(cond, field) is not None:
-            checks.append(_flag_check(field, getattr(cond, field), describe, get, optimistic))
+            checks.append(_flag_check(field, getattr(cond, field), describe, get, reads, optimistic))
     for field in _OPTIONAL_SETS:
         if getattr(cond, field) is not None:
             checks.append(_optional_set_check(field, frozenset(getattr(cond, field)), optimistic))
@@ -264,7 +292,8 @@ def _mask_check(allowed: frozenset, optimistic: bool) -> Check:
         if m not in _CAUSAL or not (_CAUSAL - {m}) & allowed:
             return False
         return optimistic and not q.cross_attention
-    return Check("mask", test, lambda q, c: (sorted(allowed), q.mask, f"mask {q.mask} is not one of {shown}"), allowed)
+    return Check("mask", test, lambda q, c: (sorted(allowed), q.mask, f"mask {q.mask} is not one of {shown}"), allowed,
+                 ("mask", "cross_attention"), None if optimistic else (_getter("mask"), allowed))
 
 
 def _alignment_check(n: int) -> Check:
@@ -277,7 +306,7 @@ def _alignment_check(n: int) -> Check:
         return n, v * c.elem_bytes, (f"{bad}={v} x {c.elem_bytes} bytes = {v * c.elem_bytes} bytes is not a "
                                      f"multiple of {n} (needs a multiple of {n // c.elem_bytes or 1} "
                                      f"elements for {q.dtype})")
-    return Check("alignment_bytes", test, explain)
+    return Check("alignment_bytes", test, explain, reads=_HEAD_DIMS)
 
 
 @dataclass(frozen=True)
@@ -293,9 +322,21 @@ class CompiledRule:
     def __post_init__(self):
         object.__setattr__(self, "_tests", tuple(ch.test for ch in self.checks))
 
+    def split(self) -> Split:
+        """How Views use this rule (computed on first use, then kept)."""
+        try:
+            return self._split
+        except AttributeError:
+            object.__setattr__(self, "_split", _split(self))
+            return self._split
+
     def matches(self, q: Query, c: Ctx, skip: frozenset = frozenset()) -> bool:
         if skip:
             return all(ch.test(q, c) for ch in self.checks if ch.field not in skip)
+        return self.holds(q, c)
+
+    def holds(self, q: Query, c: Ctx) -> bool:
+        """Every check passes."""
         for test in self._tests:
             if not test(q, c):
                 return False
@@ -311,63 +352,178 @@ class CompiledRule:
         return out
 
 
+class Split(NamedTuple):
+    """A rule as Views see it: the view-level checks apart from the query-dependent rest."""
+
+    target: tuple  # (archs, dtypes, training values) it admits; None = any (its arch, dtype and pass checks)
+    versions: tuple[Check, ...]  # its checks on the versions
+    unversioned: tuple[Check, ...]  # the same but on the package's own version (for a package not installed)
+    rest: CompiledRule  # the rule without view-level checks, as a View holds it
+    reads: frozenset  # the query attributes the rest reads
+    guard: tuple | None  # a known issue's most selective guard (Check.guard), if any
+
+
+def _split(rule: CompiledRule) -> Split:
+    admits = {"arch": None, "dtype": None, "training": None}
+    for ch in rule.checks:
+        if ch.field in _TARGET_FIELDS:  # arch, dtype: their sets; passes, training: the training values
+            key = "training" if ch.field == "passes" else ch.field
+            admits[key] = ch.allowed if admits[key] is None else admits[key] & ch.allowed
+    versions = tuple(ch for ch in rule.checks if ch.field in _VERSION_FIELDS)
+    kept = tuple(ch for ch in rule.checks if ch.field not in _DECIDED_BY_VIEW)
+    rest = rule if len(kept) == len(rule.checks) else \
+        CompiledRule(rule.id, kept, rule.source, rule.versions, rule.reason, rule.cudnn, rule.effect)
+    guard = min((ch.guard for ch in kept if ch.guard), key=lambda g: len(g[1]), default=None)
+    return Split((admits["arch"], admits["dtype"], admits["training"]), versions,
+                 tuple(ch for ch in versions if ch.field != "versions"), rest,
+                 frozenset(name for ch in kept for name in ch.reads), guard)
+
+
+class Outcome(NamedTuple):
+    """A backend's static verdict on a query (no probe): what a Decision is built from."""
+
+    rule: CompiledRule | None  # the first support rule that matches
+    missing: tuple  # the feature alternatives no feature rule allows
+    issue: CompiledRule | None  # a known issue that matches (installed versions only)
+    supported: bool  # installed, a rule, nothing missing, no issue
+
+
+MEMO_SIZE = 1024  # outcomes a View keeps
+
+
 @dataclass(frozen=True)
 class View:
     """A backend's rules that can apply on one arch at given versions, with the arch and version
-    checks already decided: the hot path evaluates only what depends on the query."""
+    checks already decided: the hot path evaluates only what depends on the query.
+
+    The outcome of a query depends only on the query attributes that the remaining checks read
+    (`reads`, declared by each Check), so outcomes are memoised on those: queries that differ only
+    in what this backend's rules ignore (most often the sequence lengths) cost one lookup.
+    """
 
     support: tuple[CompiledRule, ...]
     features: dict[str, tuple[CompiledRule, ...]]
     known_issues: tuple[CompiledRule, ...]
+    installed: bool = True  # the backend's package is installed (else no known issue applies)
     always: frozenset = frozenset()  # features with a rule that has no query-dependent check left
-    issues_any: tuple[CompiledRule, ...] = ()  # known issues that may match any head dims
-    issues_by_pair: dict = field(default_factory=dict)  # (qk, v) -> known issues naming that pair
-    issues_asked: tuple[CompiledRule, ...] = ()  # known issues on an optional field: only for queries asking one
+    unguarded: tuple[CompiledRule, ...] = ()  # known issues without a guard check: tried on every query
+    guarded: tuple = ()  # ((value of the query, {value: known issues that need it}), ...)
+    reads: tuple[str, ...] = ()  # the query attributes an outcome depends on
+    memo: dict = field(default_factory=dict, compare=False)  # memo key -> Outcome
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "always", frozenset(f for f, rules in self.features.items() if any(not r.checks for r in rules)))
-        by_pair: dict = {}
-        for issue in self.known_issues:
-            pairs = next((ch.allowed for ch in issue.checks if ch.field == "head_dims"), None)
-            for pair in pairs or ():
-                by_pair[pair] = by_pair.get(pair, ()) + (issue,)
-        set_(self, "issues_by_pair", by_pair)
-        rest = [i for i in self.known_issues if not any(c.field == "head_dims" for c in i.checks)]
-        asked = tuple(i for i in rest if any(c.field in _OPTIONAL for c in i.checks))
-        set_(self, "issues_any", tuple(i for i in rest if i not in asked))
-        set_(self, "issues_asked", asked)
+        reads = set()
+        for r in self.support:
+            reads |= r.split().reads
+        always = []
+        for name, rules in self.features.items():
+            for r in rules:
+                reads |= r.split().reads
+            if any(not r.checks for r in rules):
+                always.append(name)
+        splits = [issue.split() for issue in self.known_issues] if self.installed else []
+        for split in splits:
+            reads |= split.reads
+        if reads & _OPTIONAL:  # one tuple holds them all (reading it is cheaper than a property each)
+            reads = (reads - _OPTIONAL) | {"_extra"}
+        set_(self, "reads", ("features", *sorted(reads)))  # features: which feature rules are asked at all
+        set_(self, "key", attrgetter(*self.reads))  # the memo key of a query
+        set_(self, "always", frozenset(always))
+        unguarded, guarded = [], {}
+        for issue, split in zip(self.known_issues, splits):
+            guard = split.guard
+            if guard is None:
+                unguarded.append(issue)
+                continue
+            buckets = guarded.setdefault(guard[0], {})
+            for value in guard[1]:
+                buckets[value] = buckets.get(value, ()) + (issue,)
+        set_(self, "unguarded", tuple(unguarded))
+        set_(self, "guarded", tuple(guarded.items()))
+
+    def outcome(self, q: Query, c: Ctx) -> Outcome:
+        """The static verdict on `q` (memoised on the attributes the rules read)."""
+        key = self.key(q)
+        found = self.memo.get(key)
+        if found is None:
+            found = self._evaluate(q, c)
+            if len(self.memo) >= MEMO_SIZE:
+                self.memo.clear()
+            self.memo[key] = found
+        return found
+
+    def _evaluate(self, q: Query, c: Ctx) -> Outcome:
+        rule = None
+        for r in self.support:
+            if r.holds(q, c):
+                rule = r
+                break
+        missing = ()
+        for alternatives in q.features:
+            if not self.feature_ok(alternatives, q, c):
+                missing += (alternatives,)
+        issue = self.known_issue(q, c) if self.installed else None
+        return Outcome(rule, missing, issue, self.installed and rule is not None and not missing and issue is None)
+
+    def feature_ok(self, alternatives: tuple[str, ...], q: Query, c: Ctx) -> bool:
+        """Some rule of one of the alternative features holds (plain loops: the hot path)."""
+        always, features = self.always, self.features
+        for name in alternatives:
+            if name in always:
+                return True
+        for name in alternatives:
+            for r in features.get(name, ()):
+                if r.holds(q, c):
+                    return True
+        return False
 
     def known_issue(self, q: Query, c: Ctx) -> CompiledRule | None:
-        """A known issue that matches the query, if any (the reasons list every one that does)."""
-        for issue in self.issues_any:
-            if issue.matches(q, c):
+        """A known issue that matches the query, if any (the reasons list every one that does).
+
+        Only the issues whose guard admits the query's value are tried, and those without a guard."""
+        for issue in self.unguarded:
+            if issue.holds(q, c):
                 return issue
-        if q._extra is not _UNASKED:  # an unknown field never triggers a known issue: skip them all at once
-            for issue in self.issues_asked:
-                if issue.matches(q, c):
+        for value_of, buckets in self.guarded:
+            for issue in buckets.get(value_of(q), ()):
+                if issue.holds(q, c):
                     return issue
-        for issue in self.issues_by_pair.get((q.head_dim_qk, q.head_dim_v), ()):
-            if issue.matches(q, c):
-                return issue
         return None
 
 
 _OPTIONAL = frozenset(OPTIONAL_FIELDS)
 
-# Checks that depend only on the environment, the dtype and whether backward is needed.
-_DECIDED_BY_VIEW = frozenset({"arch", "versions", "cudnn", "transformer_engine", "dtype", "passes", "training"})
+# Checks that depend only on the environment, the dtype and whether backward is needed: decided by a View.
+_TARGET_FIELDS = frozenset({"arch", "dtype", "passes", "training"})
+_VERSION_FIELDS = frozenset({"versions", "cudnn", "transformer_engine"})
+_DECIDED_BY_VIEW = _TARGET_FIELDS | _VERSION_FIELDS
+
+
+def _on_target(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> tuple[CompiledRule, ...]:
+    """The rules whose arch, dtype and pass checks hold."""
+    arch, dtype, training = c.arch, q.dtype, q.training
+    out = []
+    for r in rules:
+        archs, dtypes, trainings = r.split().target
+        if (archs is None or arch in archs) and (dtypes is None or dtype in dtypes) and \
+                (trainings is None or training in trainings):
+            out.append(r)
+    return tuple(out)
 
 
 def _narrow(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> tuple[CompiledRule, ...]:
-    """The rules whose view-level checks hold (version checks dropped when not installed), without them."""
+    """Of rules on the target, those whose version checks hold (the package's own dropped when it is not
+    installed), without any view-level check."""
     out = []
+    installed = c.version is not None
     for r in rules:
-        fixed = [ch for ch in r.checks if ch.field in _DECIDED_BY_VIEW]
-        if c.version is None:
-            fixed = [ch for ch in fixed if ch.field != "versions"]
-        if all(ch.test(q, c) for ch in fixed):
-            out.append(replace(r, checks=tuple(ch for ch in r.checks if ch.field not in _DECIDED_BY_VIEW)))
+        split = r.split()
+        for ch in split.versions if installed else split.unversioned:
+            if not ch.test(q, c):
+                break
+        else:
+            out.append(split.rest)
     return tuple(out)
 
 
@@ -383,18 +539,42 @@ class CompiledBackend:
     known_issues: tuple[CompiledRule, ...]
     views: dict = field(default_factory=dict, compare=False)
     checked: dict = field(default_factory=dict, compare=False)  # package -> CheckedSpan (models)
+    targets: dict = field(default_factory=dict, compare=False)  # (arch, dtype, training) -> rules on that target
+    shared: dict = field(default_factory=dict, compare=False)  # a View's rules -> the View (one per content)
 
     def view(self, q: Query, c: Ctx) -> View:
-        """The rules that can apply to queries of q's dtype and pass on c's arch and versions."""
+        """The rules that can apply to queries of q's dtype and pass on c's arch and versions.
+
+        Built in two steps, each cached: the rules on the (arch, dtype, pass), then those the versions
+        admit. Environments whose versions admit the same rules share one View (and its memo)."""
         key = (c.arch, c.version, c.cudnn, c.te, q.dtype, q.training)
         view = self.views.get(key)
         if view is None:
-            view = View(_narrow(self.support, q, c), {f: _narrow(r, q, c) for f, r in self.features.items()},
-                        _narrow(self.known_issues, q, c))
+            support, features, issues = self._on_target(q, c)
+            support = _narrow(support, q, c)
+            features = {f: _narrow(r, q, c) for f, r in features.items()}
+            issues = _narrow(issues, q, c)
+            installed = c.version is not None
+            # A rule's query checks read the Ctx only for the element size (alignment); rest rules are unique per rule.
+            content = (c.elem_bytes, installed, tuple(map(id, support)), tuple(map(id, issues) if installed else ()),
+                       tuple((f, tuple(map(id, r))) for f, r in features.items()))
+            view = self.shared.get(content)
+            if view is None:
+                view = self.shared.setdefault(content, View(support, features, issues, installed))
             if len(self.views) > 1024:
                 self.views.clear()
+                self.shared.clear()
             self.views[key] = view
         return view
+
+    def _on_target(self, q: Query, c: Ctx) -> tuple:
+        key = (c.arch, q.dtype, q.training)
+        found = self.targets.get(key)
+        if found is None:
+            found = self.targets.setdefault(key, (_on_target(self.support, q, c),
+                                                  {f: _on_target(r, q, c) for f, r in self.features.items()},
+                                                  _on_target(self.known_issues, q, c)))
+        return found
 
 
 def _rule(rule: Rule, vocab) -> CompiledRule:
