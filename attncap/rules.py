@@ -17,7 +17,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .models import BackendFile, Conditions, IntRange, KnownIssue, Rule
-from .query import _UNASKED, OPTIONAL_FIELDS  # query imports nothing of attncap at module level
+from .query import OPTIONAL_FIELDS  # query imports nothing of attncap at module level
 
 Query = Any  # an attncap.query.AttentionQuery; not imported, so that query can depend on the loaded data
 
