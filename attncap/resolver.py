@@ -393,11 +393,8 @@ class _Entry:
 class _Plan:
     __slots__ = ("entries",)
 
-    def __init__(self, entries):
-        self.entries = entries
-
-    def __iter__(self):  # (name, b, ctx, view, cov, blocked), as before plans were objects
-        return iter([(e.name, e.b, e.ctx, e.view, e.cov, e.blocked) for e in self.entries])
+    def __init__(self, entries: tuple[_Entry, ...]):
+        self.entries = entries  # in preference order
 
 
 def _plan(registry, arch, query, env, prefer, disable, force, profile=None) -> _Plan:

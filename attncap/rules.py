@@ -373,10 +373,18 @@ def _split(rule: CompiledRule) -> Split:
     kept = tuple(ch for ch in rule.checks if ch.field not in _DECIDED_BY_VIEW)
     rest = rule if len(kept) == len(rule.checks) else \
         CompiledRule(rule.id, kept, rule.source, rule.versions, rule.reason, rule.cudnn, rule.effect)
-    guard = min((ch.guard for ch in kept if ch.guard), key=lambda g: len(g[1]), default=None)
+    guard = min((ch for ch in kept if ch.guard), key=_guard_rank, default=None)
+    guard = guard.guard if guard is not None else None
     return Split((admits["arch"], admits["dtype"], admits["training"]), versions,
                  tuple(ch for ch in versions if ch.field != "versions"), rest,
                  frozenset(name for ch in kept for name in ch.reads), guard)
+
+
+def _guard_rank(ch: Check) -> tuple[int, int]:
+    """Rarer values first: an optional field (unasked: never a hit), a flag that needs the feature used,
+    exact head-dim pairs; then by how many values the guard admits."""
+    rare = ch.field in _OPTIONAL or ch.field == "head_dims" or (ch.field in _FLAGS and True in ch.guard[1])
+    return (0 if rare else 1, len(ch.guard[1]))
 
 
 class Outcome(NamedTuple):
@@ -391,14 +399,81 @@ class Outcome(NamedTuple):
 MEMO_SIZE = 1024  # outcomes a View keeps
 
 
+_VOLATILE = frozenset({"seqlen_q", "seqlen_kv"})  # what changes from one batch to the next
+
+
+class _Issues:
+    """Known issues indexed by their guards: a query tries only those whose guard admits its value."""
+
+    def __init__(self, issues, splits):
+        unguarded, guarded = [], {}
+        for issue, split in zip(issues, splits):
+            if split.guard is None:
+                unguarded.append(issue)
+                continue
+            value_of, values = split.guard
+            buckets = guarded.setdefault(value_of, {})
+            for value in values:
+                buckets[value] = buckets.get(value, ()) + (issue,)
+        self.unguarded, self.guarded = tuple(unguarded), tuple(guarded.items())
+
+    def first(self, q: Query, c: Ctx) -> CompiledRule | None:
+        for issue in self.unguarded:
+            if issue.holds(q, c):
+                return issue
+        for value_of, buckets in self.guarded:
+            for issue in buckets.get(value_of(q), ()):
+                if issue.holds(q, c):
+                    return issue
+        return None
+
+
+class _Part:
+    """One memoised part of a View's verdict: its value depends only on the query attributes `key` reads."""
+
+    __slots__ = ("key", "memo", "compute")
+
+    def __init__(self, reads: frozenset, compute: Callable):
+        self.key = _key_of(reads)
+        self.memo: dict = {}
+        self.compute = compute  # (q, c) -> the value
+
+    def get(self, q: Query, c: Ctx):
+        key = self.key(q)
+        found = self.memo.get(key, _MISSING)
+        if found is _MISSING:
+            found = self.compute(q, c)
+            if len(self.memo) >= MEMO_SIZE:
+                self.memo.clear()
+            self.memo[key] = found
+        return found
+
+
+_MISSING = object()
+
+
+def _key_of(reads) -> Callable:
+    """A query's memo key: the attributes in `reads` (optional fields through the one tuple holding them)."""
+    reads = set(reads)
+    if reads & _OPTIONAL:  # one tuple holds them all (reading it is cheaper than a property each)
+        reads = (reads - _OPTIONAL) | {"_extra"}
+    return attrgetter(*sorted(reads)) if reads else _no_key
+
+
+def _no_key(q: Query) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class View:
     """A backend's rules that can apply on one arch at given versions, with the arch and version
     checks already decided: the hot path evaluates only what depends on the query.
 
-    The outcome of a query depends only on the query attributes that the remaining checks read
-    (`reads`, declared by each Check), so outcomes are memoised on those: queries that differ only
-    in what this backend's rules ignore (most often the sequence lengths) cost one lookup.
+    A verdict depends only on the query attributes that the remaining checks read (each Check
+    declares its `reads`), so it is memoised on those, whole (`memo`) and by part (the support
+    rule, each feature, the known issues): a query that differs from earlier ones only in what
+    this backend's rules ignore (most often the sequence lengths) costs one lookup, and one that is
+    new as a whole but not in each part costs a lookup per part.
     """
 
     support: tuple[CompiledRule, ...]
@@ -406,44 +481,34 @@ class View:
     known_issues: tuple[CompiledRule, ...]
     installed: bool = True  # the backend's package is installed (else no known issue applies)
     always: frozenset = frozenset()  # features with a rule that has no query-dependent check left
-    unguarded: tuple[CompiledRule, ...] = ()  # known issues without a guard check: tried on every query
-    guarded: tuple = ()  # ((value of the query, {value: known issues that need it}), ...)
-    reads: tuple[str, ...] = ()  # the query attributes an outcome depends on
-    memo: dict = field(default_factory=dict, compare=False)  # memo key -> Outcome
+    memo: dict = field(default_factory=dict, compare=False)  # key(q) -> Outcome
 
     def __post_init__(self):
         set_ = object.__setattr__
-        reads = set()
-        for r in self.support:
-            reads |= r.split().reads
-        always = []
+        support_reads = frozenset().union(*(r.split().reads for r in self.support))
+        set_(self, "_support", _Part(support_reads, self._first_support))
+        parts, every = {}, set(support_reads)
         for name, rules in self.features.items():
-            for r in rules:
-                reads |= r.split().reads
-            if any(not r.checks for r in rules):
-                always.append(name)
+            reads = frozenset().union(*(r.split().reads for r in rules))
+            every |= reads
+            parts[name] = _Part(reads, lambda q, c, rules=rules: any(r.holds(q, c) for r in rules))
+        set_(self, "_features", parts)
+        set_(self, "always", frozenset(name for name, rules in self.features.items() if any(not r.checks for r in rules)))
+        # Known issues in two parts: those that read the sequence lengths, which change from batch to
+        # batch, are memoised apart, so that a new length does not evaluate the others again.
+        issue_parts = []
         splits = [issue.split() for issue in self.known_issues] if self.installed else []
-        for split in splits:
-            reads |= split.reads
-        if reads & _OPTIONAL:  # one tuple holds them all (reading it is cheaper than a property each)
-            reads = (reads - _OPTIONAL) | {"_extra"}
-        set_(self, "reads", ("features", *sorted(reads)))  # features: which feature rules are asked at all
-        set_(self, "key", attrgetter(*self.reads))  # the memo key of a query
-        set_(self, "always", frozenset(always))
-        unguarded, guarded = [], {}
-        for issue, split in zip(self.known_issues, splits):
-            guard = split.guard
-            if guard is None:
-                unguarded.append(issue)
-                continue
-            buckets = guarded.setdefault(guard[0], {})
-            for value in guard[1]:
-                buckets[value] = buckets.get(value, ()) + (issue,)
-        set_(self, "unguarded", tuple(unguarded))
-        set_(self, "guarded", tuple(guarded.items()))
+        for volatile in (False, True):
+            group = [(i, sp) for i, sp in zip(self.known_issues, splits) if bool(sp.reads & _VOLATILE) == volatile]
+            if group:
+                reads = frozenset().union(*(sp.reads for _, sp in group))
+                every |= reads
+                issue_parts.append(_Part(reads, _Issues(*zip(*group)).first))
+        set_(self, "_issues", tuple(issue_parts))
+        set_(self, "key", _key_of(every | {"features"}))  # features: which feature rules are asked at all
 
     def outcome(self, q: Query, c: Ctx) -> Outcome:
-        """The static verdict on `q` (memoised on the attributes the rules read)."""
+        """The static verdict on `q` (memoised)."""
         key = self.key(q)
         found = self.memo.get(key)
         if found is None:
@@ -453,42 +518,49 @@ class View:
             self.memo[key] = found
         return found
 
+    def forget(self) -> None:
+        """Drop every memoised verdict (benchmarks: each query evaluated afresh)."""
+        for part in (self._support, *self._issues, *self._features.values()):
+            part.memo.clear()
+        self.memo.clear()
+
     def _evaluate(self, q: Query, c: Ctx) -> Outcome:
-        rule = None
-        for r in self.support:
-            if r.holds(q, c):
-                rule = r
-                break
+        rule = self._support.get(q, c)
         missing = ()
         for alternatives in q.features:
             if not self.feature_ok(alternatives, q, c):
                 missing += (alternatives,)
-        issue = self.known_issue(q, c) if self.installed else None
+        issue = None
+        for part in self._issues:
+            issue = part.get(q, c)
+            if issue is not None:
+                break
         return Outcome(rule, missing, issue, self.installed and rule is not None and not missing and issue is None)
 
+    def _first_support(self, q: Query, c: Ctx) -> CompiledRule | None:
+        for r in self.support:
+            if r.holds(q, c):
+                return r
+        return None
+
     def feature_ok(self, alternatives: tuple[str, ...], q: Query, c: Ctx) -> bool:
-        """Some rule of one of the alternative features holds (plain loops: the hot path)."""
-        always, features = self.always, self.features
+        """Some rule of one of the alternative features holds."""
+        always, parts = self.always, self._features
         for name in alternatives:
             if name in always:
                 return True
         for name in alternatives:
-            for r in features.get(name, ()):
-                if r.holds(q, c):
-                    return True
+            part = parts.get(name)
+            if part is not None and part.get(q, c):
+                return True
         return False
 
     def known_issue(self, q: Query, c: Ctx) -> CompiledRule | None:
-        """A known issue that matches the query, if any (the reasons list every one that does).
-
-        Only the issues whose guard admits the query's value are tried, and those without a guard."""
-        for issue in self.unguarded:
-            if issue.holds(q, c):
+        """A known issue that matches the query, if any (the reasons list every one that does)."""
+        for part in self._issues:
+            issue = part.get(q, c)
+            if issue is not None:
                 return issue
-        for value_of, buckets in self.guarded:
-            for issue in buckets.get(value_of(q), ()):
-                if issue.holds(q, c):
-                    return issue
         return None
 
 

@@ -135,7 +135,7 @@ def _fresh_caches(plans: bool, memos: bool = False) -> None:
     if plans or memos:
         for b in attncap.default_registry().compiled.values():
             for view in b.views.values():
-                view.memo.clear()
+                view.forget()
             if plans:
                 b.views.clear()
                 b.targets.clear()
