@@ -12,6 +12,7 @@ Assessed once per backend and environment (in the resolver's plan), never per qu
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 from packaging.version import Version
@@ -75,12 +76,12 @@ def _place(package: str, raw: str, span) -> tuple[str, str, list[Reason]]:
                                       f"release {span.last} apply, unknown unless a probe judges the query",
                            span.last, raw))
         return last, "unknown_build", notes
-    v = Version(matched.version)
-    if v > Version(last):
+    position = _position(matched.version, first, last)
+    if position > 0:
         notes.append(_note("unverified", f"{label} {raw} is newer than the last checked release {span.last}: "
                                          f"the rules of {span.last} apply, unverified", span.last, raw))
         return last, "newer", notes
-    if v < Version(first):
+    if position < 0:
         notes.append(_note("unknown", f"{label} {raw} is older than the first checked release {span.first}: "
                                       f"the rules of {span.first} apply, unknown", span.first, raw))
         return first, "older", notes
@@ -89,6 +90,13 @@ def _place(package: str, raw: str, span) -> tuple[str, str, list[Reason]]:
         notes.append(_note("unverified", f"{label} {raw} names several builds, unverified: {why}", None, raw))
         return matched.version, "ambiguous", notes
     return matched.version, "checked", notes
+
+
+@lru_cache(maxsize=1024)
+def _position(version: str, first: str, last: str) -> int:
+    """-1 before the span first..last, 1 after it, 0 within (versions parsed once per triple)."""
+    v = Version(version)
+    return 1 if v > Version(last) else -1 if v < Version(first) else 0
 
 
 def _note(code: str, message: str, expected, actual) -> Reason:

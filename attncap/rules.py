@@ -8,8 +8,8 @@ support or feature rule (we cannot tell, so we do not reject) but never triggers
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from functools import lru_cache
 from operator import attrgetter
 from typing import Any, Callable, NamedTuple
 
@@ -78,7 +78,7 @@ _HEAD_DIMS = ("head_dim_qk", "head_dim_v")
 _head_dims = attrgetter(*_HEAD_DIMS)
 
 
-@lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096)
 def version_matches(specifier: str, version: str) -> bool:
     """PEP 440 match where pre-releases always count and local labels are ignored."""
     try:
@@ -452,6 +452,13 @@ class _Part:
 _MISSING = object()
 
 
+def _any_holds(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> bool:
+    for r in rules:
+        if r.holds(q, c):
+            return True
+    return False
+
+
 def _key_of(reads) -> Callable:
     """A query's memo key: the attributes in `reads` (optional fields through the one tuple holding them)."""
     reads = set(reads)
@@ -487,13 +494,15 @@ class View:
         set_ = object.__setattr__
         support_reads = frozenset().union(*(r.split().reads for r in self.support))
         set_(self, "_support", _Part(support_reads, self._first_support))
-        parts, every = {}, set(support_reads)
+        every = set(support_reads)
+        always = []
         for name, rules in self.features.items():
-            reads = frozenset().union(*(r.split().reads for r in rules))
-            every |= reads
-            parts[name] = _Part(reads, lambda q, c, rules=rules: any(r.holds(q, c) for r in rules))
-        set_(self, "_features", parts)
-        set_(self, "always", frozenset(name for name, rules in self.features.items() if any(not r.checks for r in rules)))
+            for r in rules:
+                every |= r.split().reads
+            if any(not r.checks for r in rules):
+                always.append(name)
+        set_(self, "always", frozenset(always))
+        set_(self, "_features", {})  # feature name -> _Part, made when a query first asks for that feature
         # Known issues in two parts: those that read the sequence lengths, which change from batch to
         # batch, are memoised apart, so that a new length does not evaluate the others again.
         issue_parts = []
@@ -551,7 +560,13 @@ class View:
                 return True
         for name in alternatives:
             part = parts.get(name)
-            if part is not None and part.get(q, c):
+            if part is None:
+                rules = self.features.get(name)
+                if not rules:
+                    continue
+                reads = frozenset().union(*(r.split().reads for r in rules))
+                part = parts.setdefault(name, _Part(reads, functools.partial(_any_holds, rules)))
+            if part.get(q, c):
                 return True
         return False
 
