@@ -526,7 +526,7 @@ def _support_failures(b, q, c) -> list[Reason]:
     """Every failing constraint of the nearest support rule, and where the query would work."""
     if not b.support:
         return [Reason("unsupported", f"{b.id} declares no support rules")]
-    covered = _covered_archs(b)
+    covered = b.covered_archs
     if covered is not None and c.arch not in covered:
         shown = _arch_order(covered)
         return [Reason("arch", f"{b.id} has no rule for {c.arch}; its rules cover {', '.join(shown)}",
@@ -534,33 +534,18 @@ def _support_failures(b, q, c) -> list[Reason]:
     newer = _version_rule(b, q, c)
     if newer is not None:  # only the version is wrong: name the rule that a newer release satisfies
         return newer.failures(q, c) + _install_hint(b, q, c)
-    scored = [(r.failures(q, c), i) for i, r in enumerate(b.support)]
-    failures, _ = min(scored, key=lambda t: (sum(_DISTANCE.get(f.code, 1) for f in t[0]), t[1]))
-    return failures + _elsewhere(b, q, c)
+    nearest = min(b.support, key=lambda r: sum(_DISTANCE.get(ch.field, 1) for ch in r.checks if not ch.test(q, c)))
+    return nearest.failures(q, c) + _elsewhere(b, q, c)  # min keeps the first of equally near rules
 
 
 def _elsewhere(b, q, c) -> list[Reason]:
     """The archs on which the same query would be supported (by the table: probes speak for this GPU only)."""
-    candidates = _named_archs(b) - {c.arch}
+    candidates = b.named_archs - {c.arch}
     archs = _arch_order(a for a in candidates if evaluate(b, q, c._replace(arch=a), None, False).supported)
     if not archs:
         return []
     return [Reason("arch", f"{b.id} supports this query on {', '.join(archs)} only", field="arch",
                    expected=archs, actual=c.arch)]
-
-
-def _rule_archs(rule) -> frozenset | None:
-    """The archs a rule names; None when it names none (it applies on every arch)."""
-    return next((ch.allowed for ch in rule.checks if ch.field == "arch"), None)
-
-
-def _named_archs(b) -> frozenset:
-    return frozenset().union(*filter(None, map(_rule_archs, b.support)))
-
-
-def _covered_archs(b) -> frozenset | None:
-    """The archs the support rules can apply on; None when one of them applies on every arch."""
-    return None if any(_rule_archs(r) is None for r in b.support) else _named_archs(b)
 
 
 def _arch_order(archs) -> list[str]:

@@ -654,6 +654,16 @@ class CompiledBackend:
             self.views[key] = view
         return view
 
+    @functools.cached_property
+    def named_archs(self) -> frozenset:
+        """The archs its support rules name."""
+        return frozenset().union(*filter(None, (_rule_archs(r) for r in self.support)))
+
+    @functools.cached_property
+    def covered_archs(self) -> frozenset | None:
+        """The archs its support rules can apply on; None when one of them applies on every arch."""
+        return None if any(_rule_archs(r) is None for r in self.support) else self.named_archs
+
     def _on_target(self, q: Query, c: Ctx) -> tuple:
         key = (c.arch, q.dtype, q.training)
         found = self.targets.get(key)
@@ -662,6 +672,11 @@ class CompiledBackend:
                                                   {f: _on_target(r, q, c) for f, r in self.features.items()},
                                                   _on_target(self.known_issues, q, c)))
         return found
+
+
+def _rule_archs(rule: CompiledRule) -> frozenset | None:
+    """The archs a rule names; None when it names none (it applies on every arch)."""
+    return next((ch.allowed for ch in rule.checks if ch.field == "arch"), None)
 
 
 def _rule(rule: Rule, vocab) -> CompiledRule:

@@ -209,6 +209,21 @@ def bench_uncached(rows: list, anchor: Anchor | None, rounds: int) -> None:
                 d.reasons
             samples.append(CLOCK() - start)
     rows.append(("uncached + every reason built", statistics.median(samples), p99(samples), "", None, ""))
+    # a query no backend runs (FP8 at head dim 2048+ on sm90): NoBackendError and its table of every reason
+    nothing = [AttentionQuery(arch="sm90", dtype="fp8_e4m3", head_dim_qk=2048 + 8 * i, training=True,
+                              mask="causal", seqlen_q=1024 + i) for i in range(300)]
+    samples = []
+    for _ in range(rounds):
+        _fresh_caches(plans=False)
+        for q in nothing:
+            start = CLOCK()
+            try:
+                resolve(q, ENV, probes=False).require()
+            except attncap.NoBackendError as exc:
+                str(exc)
+            samples.append(CLOCK() - start)
+    rows.append(("uncached, NoBackendError with its table", statistics.median(samples), p99(samples), "", None,
+                 "<= 1 ms"))
     probed = _uncached_with_probes(queries, rounds)
     if probed is not None:
         rows.append(("uncached, probes on (installed FA4 asked)", statistics.median(probed), p99(probed), "",
