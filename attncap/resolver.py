@@ -3,7 +3,12 @@
 Per backend, in this order (DESIGN.md, "Evaluation, per backend"):
   disabled? -> installed? -> support rules -> probe (by its mode) -> features -> known issues.
 Precedence: known issues > probe > static support. Selection is the first supported backend
-in policy order. Decisions are computed as booleans; their reasons are built on first access.
+in policy order.
+
+The hot path: a plan per (arch, dtype, pass, environment, overrides) holds each backend's View
+(rules.py) and coverage; a resolve asks each View for its memoised Outcome and selects from those
+booleans. Decision objects are built when `Resolution.decisions` is first read, their reasons when
+`Decision.reasons` is. tests/reference_resolver.py computes the same decisions the plain way.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ explanation that is only built when a caller asks why.
 A Ctx carries what a check needs beyond the query: the arch, the dtype's element size and
 the versions in force. A value the query leaves unknown (seqlens, head counts) satisfies a
 support or feature rule (we cannot tell, so we do not reject) but never triggers a known issue.
+
+Every Check declares the query attributes it reads (`reads`): a View (a backend's rules on one
+arch, dtype, pass and set of versions, with those checks decided) memoises its verdicts on them.
+A new kind of check must declare them too (tests/test_equivalence.py checks every one).
 """
 
 from __future__ import annotations
