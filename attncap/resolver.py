@@ -6,7 +6,7 @@ Precedence: known issues > probe > static support. Selection is the first suppor
 in policy order.
 
 The hot path: a plan per (arch, dtype, pass, environment, overrides) holds each backend's View
-(rules.py) and coverage; a resolve asks each View for its memoised Outcome and selects from those
+(views.py) and coverage; a resolve asks each View for its memoised Outcome and selects from those
 booleans. Decision objects are built when `Resolution.decisions` is first read, their reasons when
 `Decision.reasons` is. tests/reference_resolver.py computes the same decisions the plain way.
 """

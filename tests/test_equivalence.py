@@ -29,7 +29,7 @@ from attncap.query import (
     MASKS,
     PACKINGS,
 )
-from attncap.rules import View
+from attncap.views import View
 
 QUERIES = int(100_000 * float(os.environ.get("ATTNCAP_FUZZ_SCALE", "1")))
 ENVIRONMENTS = 60

@@ -1,0 +1,240 @@
+"""A backend's rules as one query evaluates them: on one arch, dtype and pass, at given versions.
+
+A View holds the rules whose arch, dtype, pass and version checks hold there, without those checks,
+and memoises its verdicts on the query attributes the remaining checks declare they read
+(rules.Check.reads). Known issues are found through their guards (rules.Check.guard): a query tries
+only the issues whose guard admits its value. Built and kept by rules.CompiledBackend.view.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+from .query import OPTIONAL_FIELDS
+
+if TYPE_CHECKING:
+    from .rules import CompiledRule, Ctx
+
+Query = Any  # an attncap.query.AttentionQuery
+_OPTIONAL = frozenset(OPTIONAL_FIELDS)
+
+class Outcome(NamedTuple):
+    """A backend's static verdict on a query (no probe): what a Decision is built from."""
+
+    rule: CompiledRule | None  # the first support rule that matches
+    missing: tuple  # the feature alternatives no feature rule allows
+    issue: CompiledRule | None  # a known issue that matches (installed versions only)
+    supported: bool  # installed, a rule, nothing missing, no issue
+
+
+MEMO_SIZE = 1024  # outcomes a View keeps
+
+
+_VOLATILE = frozenset({"seqlen_q", "seqlen_kv"})  # what changes from one batch to the next
+
+
+class _Issues:
+    """Known issues indexed by their guards: a query tries only those whose guard admits its value."""
+
+    def __init__(self, issues, splits):
+        unguarded, guarded = [], {}
+        for issue, split in zip(issues, splits):
+            if split.guard is None:
+                unguarded.append(issue)
+                continue
+            value_of, values = split.guard
+            buckets = guarded.setdefault(value_of, {})
+            for value in values:
+                buckets[value] = buckets.get(value, ()) + (issue,)
+        self.unguarded, self.guarded = tuple(unguarded), tuple(guarded.items())
+
+    def first(self, q: Query, c: Ctx) -> CompiledRule | None:
+        for issue in self.unguarded:
+            if issue.holds(q, c):
+                return issue
+        for value_of, buckets in self.guarded:
+            for issue in buckets.get(value_of(q), ()):
+                if issue.holds(q, c):
+                    return issue
+        return None
+
+
+class _Part:
+    """One memoised part of a View's verdict: its value depends only on the query attributes `key` reads."""
+
+    __slots__ = ("key", "memo", "compute")
+
+    def __init__(self, reads: frozenset, compute: Callable):
+        self.key = _key_of(reads)
+        self.memo: dict = {}
+        self.compute = compute  # (q, c) -> the value
+
+    def get(self, q: Query, c: Ctx):
+        key = self.key(q)
+        found = self.memo.get(key, _MISSING)
+        if found is _MISSING:
+            found = self.compute(q, c)
+            if len(self.memo) >= MEMO_SIZE:
+                self.memo.clear()
+            self.memo[key] = found
+        return found
+
+
+_MISSING = object()
+
+
+def _any_holds(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> bool:
+    for r in rules:
+        if r.holds(q, c):
+            return True
+    return False
+
+
+def _key_of(reads) -> Callable:
+    """A query's memo key: the attributes in `reads` (optional fields through the one tuple holding them)."""
+    reads = set(reads)
+    if reads & _OPTIONAL:  # one tuple holds them all (reading it is cheaper than a property each)
+        reads = (reads - _OPTIONAL) | {"_extra"}
+    return attrgetter(*sorted(reads)) if reads else _no_key
+
+
+def _no_key(q: Query) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class View:
+    """A backend's rules that can apply on one arch at given versions, with the arch and version
+    checks already decided: the hot path evaluates only what depends on the query.
+
+    A verdict depends only on the query attributes that the remaining checks read (each Check
+    declares its `reads`), so it is memoised on those, whole (`memo`) and by part (the support
+    rule, each feature, the known issues): a query that differs from earlier ones only in what
+    this backend's rules ignore (most often the sequence lengths) costs one lookup, and one that is
+    new as a whole but not in each part costs a lookup per part.
+    """
+
+    support: tuple[CompiledRule, ...]
+    features: dict[str, tuple[CompiledRule, ...]]
+    known_issues: tuple[CompiledRule, ...]
+    installed: bool = True  # the backend's package is installed (else no known issue applies)
+    always: frozenset = frozenset()  # features with a rule that has no query-dependent check left
+    memo: dict = field(default_factory=dict, compare=False)  # key(q) -> Outcome
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        support_reads = frozenset().union(*(r.split().reads for r in self.support))
+        set_(self, "_support", _Part(support_reads, self._first_support))
+        every = set(support_reads)
+        always = []
+        for name, rules in self.features.items():
+            for r in rules:
+                every |= r.split().reads
+            if any(not r.checks for r in rules):
+                always.append(name)
+        set_(self, "always", frozenset(always))
+        set_(self, "_features", {})  # feature name -> _Part, made when a query first asks for that feature
+        # Known issues in two parts: those that read the sequence lengths, which change from batch to
+        # batch, are memoised apart, so that a new length does not evaluate the others again.
+        issue_parts = []
+        splits = [issue.split() for issue in self.known_issues] if self.installed else []
+        for volatile in (False, True):
+            group = [(i, sp) for i, sp in zip(self.known_issues, splits) if bool(sp.reads & _VOLATILE) == volatile]
+            if group:
+                reads = frozenset().union(*(sp.reads for _, sp in group))
+                every |= reads
+                issue_parts.append(_Part(reads, _Issues(*zip(*group)).first))
+        set_(self, "_issues", tuple(issue_parts))
+        set_(self, "key", _key_of(every | {"features"}))  # features: which feature rules are asked at all
+
+    def outcome(self, q: Query, c: Ctx) -> Outcome:
+        """The static verdict on `q` (memoised)."""
+        key = self.key(q)
+        found = self.memo.get(key)
+        if found is None:
+            found = self._evaluate(q, c)
+            if len(self.memo) >= MEMO_SIZE:
+                self.memo.clear()
+            self.memo[key] = found
+        return found
+
+    def forget(self) -> None:
+        """Drop every memoised verdict (benchmarks: each query evaluated afresh)."""
+        for part in (self._support, *self._issues, *self._features.values()):
+            part.memo.clear()
+        self.memo.clear()
+
+    def _evaluate(self, q: Query, c: Ctx) -> Outcome:
+        rule = self._support.get(q, c)
+        missing = ()
+        for alternatives in q.features:
+            if not self.feature_ok(alternatives, q, c):
+                missing += (alternatives,)
+        issue = None
+        for part in self._issues:
+            issue = part.get(q, c)
+            if issue is not None:
+                break
+        return Outcome(rule, missing, issue, self.installed and rule is not None and not missing and issue is None)
+
+    def _first_support(self, q: Query, c: Ctx) -> CompiledRule | None:
+        for r in self.support:
+            if r.holds(q, c):
+                return r
+        return None
+
+    def feature_ok(self, alternatives: tuple[str, ...], q: Query, c: Ctx) -> bool:
+        """Some rule of one of the alternative features holds."""
+        always, parts = self.always, self._features
+        for name in alternatives:
+            if name in always:
+                return True
+        for name in alternatives:
+            part = parts.get(name)
+            if part is None:
+                rules = self.features.get(name)
+                if not rules:
+                    continue
+                reads = frozenset().union(*(r.split().reads for r in rules))
+                part = parts.setdefault(name, _Part(reads, functools.partial(_any_holds, rules)))
+            if part.get(q, c):
+                return True
+        return False
+
+    def known_issue(self, q: Query, c: Ctx) -> CompiledRule | None:
+        """A known issue that matches the query, if any (the reasons list every one that does)."""
+        for part in self._issues:
+            issue = part.get(q, c)
+            if issue is not None:
+                return issue
+        return None
+
+
+def on_target(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> tuple[CompiledRule, ...]:
+    """The rules whose arch, dtype and pass checks hold."""
+    arch, dtype, training = c.arch, q.dtype, q.training
+    out = []
+    for r in rules:
+        archs, dtypes, trainings = r.split().target
+        if (archs is None or arch in archs) and (dtypes is None or dtype in dtypes) and \
+                (trainings is None or training in trainings):
+            out.append(r)
+    return tuple(out)
+
+
+def narrow(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> tuple[CompiledRule, ...]:
+    """Of rules on the target, those whose version checks hold (the package's own dropped when it is not
+    installed), without any view-level check."""
+    out = []
+    installed = c.version is not None
+    for r in rules:
+        split = r.split()
+        for ch in split.versions if installed else split.unversioned:
+            if not ch.test(q, c):
+                break
+        else:
+            out.append(split.rest)
+    return tuple(out)
