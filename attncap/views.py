@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 Query = Any  # an attncap.query.AttentionQuery
 _OPTIONAL = frozenset(OPTIONAL_FIELDS)
+MEMO_SIZE = 1024  # verdicts a memo keeps
+_VOLATILE = frozenset({"seqlen_q", "seqlen_kv"})  # what changes from one batch to the next
+
 
 class Outcome(NamedTuple):
     """A backend's static verdict on a query (no probe): what a Decision is built from."""
@@ -28,12 +31,6 @@ class Outcome(NamedTuple):
     missing: tuple  # the feature alternatives no feature rule allows
     issue: CompiledRule | None  # a known issue that matches (installed versions only)
     supported: bool  # installed, a rule, nothing missing, no issue
-
-
-MEMO_SIZE = 1024  # outcomes a View keeps
-
-
-_VOLATILE = frozenset({"seqlen_q", "seqlen_kv"})  # what changes from one batch to the next
 
 
 class _Issues:
