@@ -86,11 +86,21 @@ _head_dims = attrgetter(*_HEAD_DIMS)
 @functools.lru_cache(maxsize=4096)
 def version_matches(specifier: str, version: str) -> bool:
     """PEP 440 match where pre-releases always count and local labels are ignored."""
+    public = _public(version)
+    return public is not None and _specifier(specifier).contains(public, prereleases=True)
+
+
+@functools.lru_cache(maxsize=1024)
+def _specifier(specifier: str) -> SpecifierSet:  # parsed once, whatever version it is matched with
+    return SpecifierSet(specifier, prereleases=True)
+
+
+@functools.lru_cache(maxsize=1024)
+def _public(version: str) -> Version | None:
     try:
-        public = Version(version).public
+        return Version(Version(version).public)
     except InvalidVersion:
-        return False
-    return SpecifierSet(specifier, prereleases=True).contains(public, prereleases=True)
+        return None
 
 
 def _range_check(field: str, r: IntRange, optimistic: bool) -> Check:
@@ -326,6 +336,7 @@ class CompiledRule:
 
     def __post_init__(self):
         object.__setattr__(self, "_tests", tuple(ch.test for ch in self.checks))
+        object.__setattr__(self, "target", _target(self.checks))  # (archs, dtypes, training values) it admits
 
     def split(self) -> Split:
         """How Views use this rule (computed on first use, then kept)."""
@@ -360,7 +371,6 @@ class CompiledRule:
 class Split(NamedTuple):
     """A rule as Views see it: the view-level checks apart from the query-dependent rest."""
 
-    target: tuple  # (archs, dtypes, training values) it admits; None = any (its arch, dtype and pass checks)
     versions: tuple[Check, ...]  # its checks on the versions
     unversioned: tuple[Check, ...]  # the same but on the package's own version (for a package not installed)
     rest: CompiledRule  # the rule without view-level checks, as a View holds it
@@ -368,20 +378,24 @@ class Split(NamedTuple):
     guard: tuple | None  # a known issue's most selective guard (Check.guard), if any
 
 
-def _split(rule: CompiledRule) -> Split:
+def _target(checks: tuple[Check, ...]) -> tuple:
+    """(archs, dtypes, training values) that a rule's arch, dtype and pass checks admit; None = any."""
     admits = {"arch": None, "dtype": None, "training": None}
-    for ch in rule.checks:
+    for ch in checks:
         if ch.field in _TARGET_FIELDS:  # arch, dtype: their sets; passes, training: the training values
             key = "training" if ch.field == "passes" else ch.field
             admits[key] = ch.allowed if admits[key] is None else admits[key] & ch.allowed
+    return admits["arch"], admits["dtype"], admits["training"]
+
+
+def _split(rule: CompiledRule) -> Split:
     versions = tuple(ch for ch in rule.checks if ch.field in _VERSION_FIELDS)
     kept = tuple(ch for ch in rule.checks if ch.field not in _DECIDED_BY_VIEW)
     rest = rule if len(kept) == len(rule.checks) else \
         CompiledRule(rule.id, kept, rule.source, rule.versions, rule.reason, rule.cudnn, rule.effect)
     guard = min((ch for ch in kept if ch.guard), key=_guard_rank, default=None)
     guard = guard.guard if guard is not None else None
-    return Split((admits["arch"], admits["dtype"], admits["training"]), versions,
-                 tuple(ch for ch in versions if ch.field != "versions"), rest,
+    return Split(versions, tuple(ch for ch in versions if ch.field != "versions"), rest,
                  frozenset(name for ch in kept for name in ch.reads), guard)
 
 

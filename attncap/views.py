@@ -215,7 +215,7 @@ def on_target(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> tuple[Compil
     arch, dtype, training = c.arch, q.dtype, q.training
     out = []
     for r in rules:
-        archs, dtypes, trainings = r.split().target
+        archs, dtypes, trainings = r.target
         if (archs is None or arch in archs) and (dtypes is None or dtype in dtypes) and \
                 (trainings is None or training in trainings):
             out.append(r)
