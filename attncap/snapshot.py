@@ -62,7 +62,7 @@ def write(capabilities: Path, out: Path) -> None:
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True), encoding="utf-8")
+    out.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")  # key order is data order
 
 
 def _relative(file: str, base: str) -> str:
