@@ -92,6 +92,9 @@ def test_a_changed_or_added_yaml_file_falls_back(tmp_path):
     assert snapshot.load(data, path) is None
     path.write_text("{not json")
     assert snapshot.load(data, path) is None
+    for text in ("[1]", '{"@": 3}', '{"format": 3, "hashes": {"@": ["x"]}}'):  # valid JSON, not a snapshot
+        path.write_text(text)
+        assert snapshot.load(data, path) is None
     assert snapshot.load(data, tmp_path / "absent.json") is None
 
 
