@@ -6,9 +6,9 @@ included, written out by the build hook, so no model is needed to fill them in),
 class is named after the model (`Rule`, `Conditions`, `IntRange`, ...), so a repr reads alike.
 
 Code that reads the data works on both forms: attribute access, `==` (field by field, same kind),
-and `model_copy(update=...)`, the one model method readers of the data call (the rule compiler and
-the matrix make a changed copy of a rule). Nothing else of pydantic's API is offered: code that
-needs more (the overlay merge, lint) only ever sees the full load's models.
+`model_copy(update=...)` (the rule compiler and the matrix make a changed copy of a rule) and
+`model_dump()` (plain dicts, as a model's default dump). Nothing else of pydantic's API is offered:
+code that needs more (the overlay merge, lint) only ever sees the full load's models.
 
 A Record pickles by value (its kind and fields), so a registry from the snapshot pickles too.
 """
@@ -45,6 +45,20 @@ class Record:
     def model_copy(self, *, update: dict | None = None) -> Record:
         """A copy with some fields replaced (no validation, as pydantic's model_copy)."""
         return make(self.kind, {**self.__dict__, **(update or {})})
+
+    def model_dump(self) -> dict:
+        """The fields as plain dicts and lists, nested records included (pydantic's default model_dump)."""
+        return {k: _dumped(v) for k, v in self.__dict__.items()}
+
+
+def _dumped(value):
+    if isinstance(value, Record):
+        return value.model_dump()
+    if isinstance(value, dict):
+        return {k: _dumped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_dumped(v) for v in value]
+    return value
 
 
 _KINDS: dict[str, type[Record]] = {}

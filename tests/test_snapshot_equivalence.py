@@ -115,6 +115,14 @@ def test_both_compile_to_the_same_thing(full, fast):
     assert full.vocabulary.families() == fast.vocabulary.families()
 
 
+def test_records_dump_as_the_models_do(full, fast):
+    for name, b in full.backends.items():
+        assert fast.backends[name].model_dump() == b.model_dump()
+    assert fast.policy.model_dump() == full.policy.model_dump()
+    assert [a.model_dump() for a in fast.vocabulary.archs.values()] == \
+        [a.model_dump() for a in full.vocabulary.archs.values()]
+
+
 def test_records_pickle_and_stay_frozen(fast):
     backends = pickle.loads(pickle.dumps(fast.backends))
     assert backends == fast.backends
