@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import gcd
+from typing import TYPE_CHECKING
 
-from .models import Conditions, IntRange
 from .query import AttentionQuery
 from .rules import CompiledBackend, Ctx
+
+if TYPE_CHECKING:  # the data is read as models (full load) or as their plain Records (a wheel's snapshot)
+    from .models import Conditions, IntRange
 
 HEAD_DIM_FIELDS = frozenset({"head_dim_qk", "head_dim_v", "head_dims", "same_head_dims", "alignment_bytes"})
 

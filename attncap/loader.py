@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from . import memo
 from .forking import renew_after_fork
-from .models import VOCABULARY_FILES, ArchsFile, BackendFile, DtypesFile, Model, PolicyFile, ProfilesFile
 from .registry import Location, Registry, Vocabulary
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the full load imports them when it runs: a wheel's snapshot needs none (snapshot.py)
+    from .models import BackendFile, Model, PolicyFile
     from .yamlsource import Document, Problem
 
 ENV_PATH = "ATTNCAP_PATH"
@@ -96,7 +94,7 @@ def load_registry(extra: tuple[str | os.PathLike, ...] = (), *, use_env: bool = 
 
 def check_paths(paths: list[Path], *, warnings: bool = True) -> tuple[Registry | None, list[Problem]]:
     """Parse, validate, merge and lint; return the registry (None on errors) and all problems."""
-    from . import lint  # here, with YAML: a wheel's snapshot needs neither (load_registry)
+    from . import lint  # here, with YAML and pydantic: a wheel's snapshot needs none of them (load_registry)
     parsed: list[tuple[Document, Model]] = []
     problems: list[Problem] = []
     for path in _yaml_files(paths, problems):
@@ -122,6 +120,7 @@ def check_paths(paths: list[Path], *, warnings: bool = True) -> tuple[Registry |
 def _missing_sources(parsed, problems: list[Problem]) -> list[Problem]:
     """Rules without a source, reported with the other errors of a run that stops before the merged
     data is linted (where missing-source is checked), so that fixing one error does not reveal another."""
+    from .models import BackendFile
     seen = {(p.file, p.line, p.message) for p in problems}
     out = []
     for doc, model in parsed:
@@ -139,6 +138,7 @@ def _missing_sources(parsed, problems: list[Problem]) -> list[Problem]:
 
 
 def _yaml_files(paths: list[Path], problems: list[Problem]) -> list[Path]:
+    from .models import VOCABULARY_FILES
     from .yamlsource import Problem
     files: list[Path] = []
     for path in paths:
@@ -176,6 +176,9 @@ def _skipped_files(directory: Path, found: list[Path]) -> list[Problem]:
 
 
 def _parse(path: Path, problems: list[Problem]) -> tuple[Document | None, Model | None]:
+    from pydantic import ValidationError
+
+    from .models import VOCABULARY_FILES, BackendFile
     from .yamlsource import YamlError, read_document
     try:
         doc = read_document(path)
@@ -268,6 +271,11 @@ def _data_path(doc: Document, loc: tuple) -> tuple:
     return path
 
 
+def _models():
+    from . import models
+    return models
+
+
 _MERGED_BY_ID = {"support", "features", "known_issues", "checked"}  # other keys of a backend overlay replace the value
 
 
@@ -277,7 +285,7 @@ class _Merger:
 
     archs: dict = field(default_factory=dict)
     dtypes: dict = field(default_factory=dict)
-    policy: PolicyFile = field(default_factory=PolicyFile)
+    policy: PolicyFile = field(default_factory=lambda: _models().PolicyFile())
     backends: dict[str, BackendFile] = field(default_factory=dict)
     origins: dict[tuple, Location] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
@@ -285,6 +293,7 @@ class _Merger:
     backend_files: dict[tuple, str] = field(default_factory=dict)  # (directory, backend) -> its file
 
     def add(self, doc: Document, model: Model, problems: list[Problem]) -> None:
+        from .models import ArchsFile, DtypesFile, PolicyFile, ProfilesFile
         self.files.append(doc.file)
         if isinstance(model, ArchsFile):
             for i, arch in enumerate(model.archs):
@@ -323,7 +332,7 @@ class _Merger:
         for key in given:
             self.origins[(b, key)] = Location.of(doc, (key,))
         self.origins.setdefault((b, "backend"), Location.of(doc, ("backend",)))
-        base = old or BackendFile(backend=b)
+        base = old or _models().BackendFile(backend=b)
         support = self._merge_rules(doc, b, ("support",), base.support, new.support, problems)
         known = self._merge_rules(doc, b, ("known_issues",), base.known_issues, new.known_issues, problems)
         features = dict(base.features)

@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from .models import Arch, ArchFamily, ArchRange, ArchSpec, BackendFile, Dtype, PolicyFile
-
-if TYPE_CHECKING:  # imported when used: a wheel's snapshot loads without YAML
+if TYPE_CHECKING:  # not imported at run time: a wheel's snapshot loads without pydantic or YAML (snapshot.py)
+    from .models import Arch, ArchSpec, BackendFile, Dtype, PolicyFile
     from .yamlsource import Document, Problem
 
 
@@ -78,11 +77,13 @@ class Vocabulary:
         return cc_key(self.archs[name].compute_capability)
 
     def expand_archs(self, spec: ArchSpec) -> tuple[frozenset[str], list[str]]:
-        """The arch names a rule's `arch` covers, and any names in it that are unknown."""
-        if isinstance(spec, ArchFamily):
+        """The arch names a rule's `arch` covers, and any names in it that are unknown.
+
+        `spec` is a list of names, an ArchFamily or an ArchRange, as a model or as its plain Record."""
+        if hasattr(spec, "family"):
             names = {a.name for a in self.archs.values() if a.family == spec.family}
             return frozenset(names), [] if names else [spec.family]
-        if isinstance(spec, ArchRange):
+        if hasattr(spec, "min"):  # an ArchRange
             bounds, unknown = [], []
             for end in (spec.min, spec.max):
                 name = None if end is None else self.arch_name(end)

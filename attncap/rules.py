@@ -15,14 +15,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .models import BackendFile, Conditions, IntRange, KnownIssue, Rule
 from .query import OPTIONAL_FIELDS  # query imports nothing of attncap at module level
 from .views import View, narrow, on_target
+
+if TYPE_CHECKING:  # the data comes as models (full load) or as their plain Records (a wheel's snapshot)
+    from .models import BackendFile, Conditions, IntRange, KnownIssue, Rule
 
 Query = Any  # an attncap.query.AttentionQuery; not imported, so that query can depend on the loaded data
 

@@ -8,9 +8,11 @@ only when it describes exactly the files installed beside it (same names, same h
 overlay is asked for (ATTNCAP_PATH, --data); anything else takes the full load. JSON, not
 pickle: reading it runs no code.
 
-Models are rebuilt with `model_construct` (no validation: they were validated at build time),
-keeping each model's `model_fields_set` (the overlay merge reads it); origins come back as
-Locations without their Document (lint, which reads documents, only runs on the full load).
+The run-time path imports neither pydantic nor YAML nor lint nor the models: each validated model
+comes back as a plain Record (plain.py) with every field written out by the build, defaults
+included, so nothing is left to fill in. Origins come back as Locations without their Document
+(lint, which reads documents, only runs on the full load). An overlay merges onto models only:
+with an overlay the packaged data is fully loaded too.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import json
 import os
 from pathlib import Path
 
-FORMAT = 2  # 2: consumer profiles
+from .plain import make
+
+FORMAT = 3  # 2: consumer profiles; 3: plain records with every field (no pydantic at run time)
 FILE_NAME = "snapshot.json"
+KIND = "@"  # the key naming a model in the JSON (no data key starts with it: the build checks)
 
 
 def packaged_snapshot() -> Path:
@@ -57,7 +62,7 @@ def write(capabilities: Path, out: Path) -> None:
     }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True), encoding="utf-8")
+    out.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")  # key order is data order
 
 
 def _relative(file: str, base: str) -> str:
@@ -68,13 +73,14 @@ def _relative(file: str, base: str) -> str:
 
 
 def _dump(value):
-    """Plain JSON: a model is {"model": class name, "set": {field: value}} with only its set fields."""
+    """Plain JSON: a model is an object with every field (defaults included) and its name under "@"."""
     from pydantic import BaseModel
     if isinstance(value, BaseModel):
-        return {"model": type(value).__name__,
-                "set": {name: _dump(getattr(value, name)) for name in sorted(value.model_fields_set)}}
+        return {KIND: type(value).__name__, **{name: _dump(getattr(value, name)) for name in type(value).model_fields}}
     if isinstance(value, dict):
-        return {"dict": [[k, _dump(v)] for k, v in value.items()]}
+        if any(not isinstance(k, str) or k.startswith(KIND) for k in value):
+            raise TypeError(f"snapshot keys are strings not starting with {KIND!r}: {list(value)}")
+        return {k: _dump(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         if isinstance(value, tuple):
             raise TypeError("tuples in the models: extend the snapshot format")
@@ -90,32 +96,23 @@ def load(capabilities: Path, snapshot: Path | None = None):
     """The registry of `capabilities` from its snapshot, or None when there is none or it does not match."""
     snapshot = snapshot or packaged_snapshot()
     try:
-        data = json.loads(snapshot.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(snapshot.read_text(encoding="utf-8"), object_hook=_record)
+    except (OSError, ValueError, TypeError):  # TypeError: a model name that is not a string
         return None
-    if data.get("format") != FORMAT or data.get("hashes") != yaml_hashes(capabilities):
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("hashes") != yaml_hashes(capabilities):
         return None
-    from . import models
     from .registry import Location, Registry, Vocabulary
-    classes = {name: cls for name, cls in vars(models).items()
-               if isinstance(cls, type) and issubclass(cls, models.Model)}
-
-    def build(value):
-        if isinstance(value, list):
-            return [build(v) for v in value]
-        if isinstance(value, dict):
-            if "model" in value:
-                fields = {k: build(v) for k, v in value["set"].items()}
-                return classes[value["model"]].model_construct(_fields_set=set(fields), **fields)
-            return {k: build(v) for k, v in value["dict"]}
-        return value
-
     base = str(capabilities)
-    archs = {a.name: a for a in map(build, data["archs"])}
-    dtypes = {d.name: d for d in map(build, data["dtypes"])}
-    backends = {b.backend: b for b in map(build, data["backends"])}
+    archs = {a.name: a for a in data["archs"]}
+    dtypes = {d.name: d for d in data["dtypes"]}
+    backends = {b.backend: b for b in data["backends"]}
     origins = {tuple(key): Location(os.path.join(base, file), line, column, tuple(path))
                for key, file, line, column, path in data["origins"]}
-    profiles = {name: build(p) for name, p in data["profiles"].items()}
-    return Registry(Vocabulary.build(archs, dtypes), build(data["policy"]), backends, origins,
-                    [os.path.join(base, f) for f in data["files"]], profiles)
+    return Registry(Vocabulary.build(archs, dtypes), data["policy"], backends, origins,
+                    [os.path.join(base, f) for f in data["files"]], data["profiles"])
+
+
+def _record(obj: dict):
+    """json's object hook: a model's object becomes its plain Record (plain.py), other objects stay dicts."""
+    name = obj.pop(KIND, None)
+    return obj if name is None else make(name, obj)

@@ -11,25 +11,26 @@ from pydantic import BaseModel
 import attncap
 from attncap import cli, loader, snapshot
 from attncap.loader import load_registry, packaged_dir
+from attncap.plain import Record
 
 
-def same_models(a, b, where="") -> None:
-    """Equal values and, model by model, the same model_fields_set (the overlay merge reads it)."""
-    assert type(a) is type(b), where
-    if isinstance(a, BaseModel):
-        assert a.model_fields_set == b.model_fields_set, where
-        for name in type(a).model_fields:
-            same_models(getattr(a, name), getattr(b, name), f"{where}.{name}")
-    elif isinstance(a, dict):
-        assert list(a) == list(b), where
-        for k in a:
-            same_models(a[k], b[k], f"{where}[{k!r}]")
-    elif isinstance(a, list):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            same_models(x, y, f"{where}[{i}]")
+def same_data(model, plain, where="") -> None:
+    """The snapshot's plain form equals the full load's model, field by field, every field present."""
+    if isinstance(model, BaseModel):
+        assert isinstance(plain, Record) and type(plain).__name__ == type(model).__name__, where
+        assert list(vars(plain)) == list(type(model).model_fields), where  # all fields, defaults included
+        for name in type(model).model_fields:
+            same_data(getattr(model, name), getattr(plain, name), f"{where}.{name}")
+    elif isinstance(model, dict):
+        assert type(plain) is dict and list(model) == list(plain), where
+        for k in model:
+            same_data(model[k], plain[k], f"{where}[{k!r}]")
+    elif isinstance(model, list):
+        assert type(plain) is list and len(model) == len(plain), where
+        for i, (x, y) in enumerate(zip(model, plain)):
+            same_data(x, y, f"{where}[{i}]")
     else:
-        assert a == b, where
+        assert type(model) is type(plain) and model == plain, where
 
 
 @pytest.fixture
@@ -50,13 +51,14 @@ def test_round_trip_equals_the_full_load(snap):
     assert fast is not None
     assert list(fast.backends) == list(full.backends)
     for name in full.backends:
-        same_models(full.backends[name], fast.backends[name], name)
-    same_models(full.policy, fast.policy, "policy")
-    same_models(full.vocabulary.archs, fast.vocabulary.archs, "archs")
-    same_models(full.vocabulary.dtypes, fast.vocabulary.dtypes, "dtypes")
+        same_data(full.backends[name], fast.backends[name], name)
+    same_data(full.policy, fast.policy, "policy")
+    same_data(full.vocabulary.archs, fast.vocabulary.archs, "archs")
+    same_data(full.vocabulary.dtypes, fast.vocabulary.dtypes, "dtypes")
     assert list(fast.profiles) == list(full.profiles) and full.profiles
-    same_models(full.profiles, fast.profiles, "profiles")
-    assert fast.vocabulary == full.vocabulary
+    same_data(full.profiles, fast.profiles, "profiles")
+    assert fast.vocabulary.arch_aliases == full.vocabulary.arch_aliases
+    assert fast.vocabulary.dtype_aliases == full.vocabulary.dtype_aliases
     assert fast.origins == full.origins and fast.files == full.files
     assert {k: str(v) for k, v in fast.origins.items()} == {k: str(v) for k, v in full.origins.items()}
     assert set(fast.compiled) == set(full.compiled)
@@ -90,6 +92,9 @@ def test_a_changed_or_added_yaml_file_falls_back(tmp_path):
     assert snapshot.load(data, path) is None
     path.write_text("{not json")
     assert snapshot.load(data, path) is None
+    for text in ("[1]", '{"@": 3}', '{"format": 3, "hashes": {"@": ["x"]}}'):  # valid JSON, not a snapshot
+        path.write_text(text)
+        assert snapshot.load(data, path) is None
     assert snapshot.load(data, tmp_path / "absent.json") is None
 
 
