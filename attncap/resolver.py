@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import warnings
+from typing import NamedTuple
 
 from . import coverage, namespace
 from . import probes as probe_registry
@@ -28,6 +29,7 @@ from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
 from .rules import CompiledBackend, Ctx, Reason, effect_note
 from .settings import flag
+from .views import Outcome
 
 log = logging.getLogger("attncap")
 
@@ -301,13 +303,19 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
         if view is None:  # disabled
             outcomes.append(None)
             continue
-        if probes and entry.probed:  # the probe's verdict is per query: decided now, in full
-            outcome = _finish(evaluate(entry.b, query, entry.ctx, env, True, view), entry, policy)
-            supported = outcome.supported
-            provisional = provisional or (outcome.probe is not None and outcome.probe.provisional)
-        else:  # View.outcome, its memo looked up inline (this loop is the hot path)
-            outcome = view.memo.get(view.key(query)) or view.outcome(query, entry.ctx)
-            supported = outcome.supported and entry.gate and not (deny and entry.unverified)
+        # View.outcome, its memo looked up inline (this loop is the hot path)
+        outcome = view.memo.get(view.key(query)) or view.outcome(query, entry.ctx)
+        if probes and entry.probed:
+            verdict = probe_registry.judge(entry.b, query, entry.ctx, env)
+            provisional = provisional or (verdict is not None and verdict.provisional)
+            if _has_opinion(entry.b, verdict):  # the probe may overrule the table: decided now, in full
+                outcome = _finish(_probed_decision(entry.b, query, entry.ctx, view, outcome, verdict), entry, policy)
+                outcomes.append(outcome)
+                if outcome.supported and selected is None:
+                    selected = entry.name
+                continue
+            outcome = _Probed(outcome, verdict)  # no opinion: the table decides; the Decision is built when read
+        supported = outcome.supported and entry.gate and not (deny and entry.unverified)
         outcomes.append(outcome)
         if supported and selected is None:
             selected = entry.name
@@ -315,12 +323,26 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
                       provisional=provisional)
 
 
+class _Probed(NamedTuple):
+    """A static Outcome and the probe's word on it (no opinion: it does not change the verdict)."""
+
+    static: Outcome
+    verdict: object  # ProbeVerdict | None
+
+    @property
+    def supported(self) -> bool:
+        return self.static.supported
+
+
 def _decision(entry, query, outcome, policy: str, force) -> Decision:
-    """The Decision of one plan entry from its Outcome (or the Decision already made, with a probe)."""
+    """The Decision of one plan entry from its Outcome, its _Probed outcome, or the Decision already made."""
     if entry.b is None:
         return Decision(entry.name, False, "disabled", reasons=_FORCED if force else _DISABLED)
     if isinstance(outcome, Decision):
         return outcome
+    if isinstance(outcome, _Probed):
+        return _finish(_probed_decision(entry.b, query, entry.ctx, entry.view, outcome.static, outcome.verdict),
+                       entry, policy)
     return _finish(_static_decision(entry.b, query, entry.ctx, outcome), entry, policy)
 
 
@@ -457,9 +479,18 @@ def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, pr
     outcome = view.outcome(q, c)
     if not (probes and c.version is not None and b.probe is not None):
         return _static_decision(b, q, c, outcome)
+    return _probed_decision(b, q, c, view, outcome, probe_registry.judge(b, q, c, env))
+
+
+def _has_opinion(b: CompiledBackend, verdict) -> bool:
+    """Whether a probe's verdict can change the static one (else it only joins the reasons)."""
+    return verdict is not None and verdict.supported is not None and b.probe.mode != "advisory"
+
+
+def _probed_decision(b: CompiledBackend, q: AttentionQuery, c: Ctx, view, outcome, verdict) -> Decision:
+    """The Decision of an installed backend whose probe was asked."""
     rule, missing, issue, _ = outcome
     static = rule is not None
-    verdict = probe_registry.judge(b, q, c, env)
     core, decided_by = _apply_probe(b, view, q, c, static, verdict)
     if issue is not None:
         decided_by = "known_issue"
@@ -479,7 +510,7 @@ def _static_decision(b: CompiledBackend, q: AttentionQuery, c: Ctx, outcome) -> 
 
 def _apply_probe(b, view, q, c, static, verdict) -> tuple[bool, str]:
     """The support verdict after the probe, and who decided it."""
-    if verdict is None or verdict.supported is None or b.probe.mode == "advisory":
+    if not _has_opinion(b, verdict):
         return static, "static"
     if verdict.supported is False:
         return False, "probe" if static else "static"
