@@ -10,7 +10,7 @@ Code that reads the data works on both forms: attribute access, `==` (field by f
 `model_dump()` (plain dicts, as a model's default dump). Nothing else of pydantic's API is offered:
 code that needs more (the overlay merge, lint) only ever sees the full load's models.
 
-A Record pickles by value (its kind and fields), so a registry from the snapshot pickles too.
+A Record pickles (and copies) by value, its kind and fields, as a model does.
 """
 
 from __future__ import annotations
