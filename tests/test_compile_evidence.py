@@ -33,6 +33,8 @@ def test_evidence_file_is_well_formed(name):
     assert env["gpu"] is None, "compile-only evidence names no GPU"
     for key in ("flash-attn-4", "nvidia-cutlass-dsl", "dsl_libs", "limits", "config", "num_sms"):
         assert env.get(key), f"{name}: header lacks {key}"
+    runs = env.get("runs") or []
+    assert runs and sum(run["records"] for run in runs) == len(recs), f"{name}: the runs do not add up"
     ids = [r["id"] for r in recs]
     assert len(ids) == len(set(ids))
     for r in recs:
