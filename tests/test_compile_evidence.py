@@ -22,7 +22,7 @@ FILES = compile_evidence.files()
 
 
 def test_evidence_files_exist():
-    assert {"fa4_compile_sm100.jsonl", "fa4_compile_sm120.jsonl"} <= set(FILES)
+    assert {f"fa4_compile_{a}.jsonl" for a in ("sm100", "sm103", "sm110", "sm120")} <= set(FILES)
 
 
 @pytest.mark.parametrize("name", FILES)
