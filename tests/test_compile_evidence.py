@@ -22,7 +22,7 @@ FILES = compile_evidence.files()
 
 
 def test_evidence_files_exist():
-    assert {"fa4_compile_sm100.jsonl", "fa4_compile_sm120.jsonl"} <= set(FILES)
+    assert {f"fa4_compile_{a}.jsonl" for a in ("sm100", "sm103", "sm110", "sm120")} <= set(FILES)
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -33,6 +33,8 @@ def test_evidence_file_is_well_formed(name):
     assert env["gpu"] is None, "compile-only evidence names no GPU"
     for key in ("flash-attn-4", "nvidia-cutlass-dsl", "dsl_libs", "limits", "config", "num_sms"):
         assert env.get(key), f"{name}: header lacks {key}"
+    runs = env.get("runs") or []
+    assert runs and sum(run["records"] for run in runs) == len(recs), f"{name}: the runs do not add up"
     ids = [r["id"] for r in recs]
     assert len(ids) == len(set(ids))
     for r in recs:

@@ -28,7 +28,9 @@ Output (JSON Lines, like tests/evidence/fa4_h100.jsonl): an env record, one reco
     {"record": "env", "evidence": "compile", "arch": "sm100", "target": "sm_100a",
      "flash-attn-4": "4.0.0b36", "nvidia-cutlass-dsl": "4.8.1", "dsl_libs": "cu12", "torch": ...,
      "num_sms": 148, "limits": {"smem_per_block": 232448, "regs_per_block": 65536,
-     "regs_per_thread": 255}, "config": {...}}
+     "regs_per_thread": 255}, "config": {...},
+     "runs": [{"date": "2026-12-06", "machine": "16 CPUs (x86_64)", "torch": "2.11.0+cu130",
+               "dsl_libs": "cu12", "jobs": 13, "records": 1556}, ...]}
     {"record": "compile", "id": "fa4-compile-sm100-bf16-d64x64-fwd", "backend": "flash-attn-4",
      "evidence": "compile", "arch": "sm100", "dtype": "bf16", "head_dim_qk": 64, "head_dim_v": 64,
      "pass": "forward" | "backward", "training": true,
@@ -39,6 +41,9 @@ Output (JSON Lines, like tests/evidence/fa4_h100.jsonl): an env record, one reco
                   "regs": 128}], "over_limit": [] | ["smem 240000 > 232448", ...],
      "seconds": 2.4}
     {"record": "summary", "counts": {"forward": {"compiles": 256, ...}, ...}, "not_run": [...]}
+
+The env record describes the last run (its torch and dsl_libs); `runs` says where each part of a
+file resumed across machines was compiled (date, machine, torch, DSL libs, jobs, record count).
 
 Outcomes: `compiles` = every kernel of the pass compiled to a cubin for the target and its
 launch fits the target (dynamic SMEM <= the DSL's SMEM_CAPACITY_MAP entry, registers x threads
@@ -407,6 +412,23 @@ def env_record(arch):
                        "backward": "_flash_attn_bwd(q, k, v, out, dout, lse)"}}
 
 
+def runs(prev_env, n_prev, env, jobs, n_new):
+    """The env record's `runs`: where each part of a resumed file was compiled. A resumed file keeps
+    its earlier runs (one is made up from an older header without them) and gains this one."""
+    import platform
+    out = []
+    if prev_env is not None and n_prev:
+        out = list(prev_env.get("runs") or [{"date": None, "machine": None, "torch": prev_env.get("torch"),
+                                              "dsl_libs": prev_env.get("dsl_libs"), "jobs": None,
+                                              "records": n_prev}])
+    if n_new:
+        import torch
+        out.append({"date": time.strftime("%Y-%m-%d", time.gmtime()),
+                    "machine": f"{os.cpu_count()} CPUs ({platform.machine()})", "torch": torch.__version__,
+                    "dsl_libs": env["dsl_libs"], "jobs": jobs, "records": n_new})
+    return out
+
+
 def _has_dist(name):
     from importlib.metadata import PackageNotFoundError, version
     try:
@@ -445,6 +467,7 @@ def main(argv=None):
                               coarseness(t)))
     partial = a.out + ".partial"
     done = {}
+    prev_env, resumed = None, set()
     if a.resume:
         for path in (a.out, partial):
             if os.path.exists(path):
@@ -452,6 +475,10 @@ def main(argv=None):
                     r = json.loads(line)
                     if r.get("record") == "compile":
                         done[r["id"]] = r
+                    elif r.get("record") == "env" and path == a.out:
+                        prev_env = r
+            if path == a.out:  # records only in the .partial count as this run's
+                resumed = set(done)
     lim = limits(a.arch)
     todo = [t for t in tasks if t["id"] not in done]
     lock = threading.Lock()
@@ -504,8 +531,11 @@ def main(argv=None):
     for r in recs:
         counts.setdefault(r["pass"], Counter())[r["outcome"]] += 1
     missing = sorted(set(order) - {r["id"] for r in recs}, key=order.get)
+    env = env_record(a.arch)
+    env["runs"] = runs(prev_env, sum(r["id"] in resumed for r in recs), env, a.jobs,
+                       sum(r["id"] not in resumed for r in recs))
     with open(a.out, "w") as f:
-        f.write(json.dumps(env_record(a.arch)) + "\n")
+        f.write(json.dumps(env) + "\n")
         for r in recs:
             f.write(json.dumps(r) + "\n")
         f.write(json.dumps({"record": "summary", "counts": {k: dict(v) for k, v in counts.items()},
