@@ -115,6 +115,7 @@ def forget_detected() -> None:
     with _detected_lock:
         _detected_generation += 1
         _detected.clear()
+        _versions.clear()
 
 
 def pure_what_if_note(env: Environment, packages) -> str | None:
@@ -202,7 +203,19 @@ def _runtime_cudnn(wheel: str) -> str:
     return matched_as(KEY, wheel).version or wheel
 
 
+_versions: dict[str, str | None] = {}  # distribution -> installed version: detection and the probes read it once
+
+
 def _distribution_version(name: str) -> str | None:
+    """The installed version of a distribution, None when absent; read once per process (forget_detected())."""
+    try:
+        return _versions[name]
+    except KeyError:
+        version = _versions[name] = _read_version(name)
+        return version
+
+
+def _read_version(name: str) -> str | None:
     import importlib.metadata  # 20 ms: only when detecting
     try:
         return importlib.metadata.version(name)

@@ -1,7 +1,7 @@
 """Probe PyTorch's own SDPA kernel checks: torch.backends.cuda.can_use_{flash,efficient,cudnn}_attention.
 
 Only on a CUDA machine whose GPU is the queried arch, and only when torch is already
-imported (a probe must not pay torch's import on the hot path). PyTorch's reason text, which
+imported (a probe must not pay torch's import on the hot path); `attncap.probes.warm()` imports it. PyTorch's reason text, which
 it emits with debug=True as C++ warnings (to file descriptor 2, or as Python warnings), is
 captured and kept as the message, not printed.
 
@@ -22,7 +22,7 @@ import tempfile
 import threading
 import warnings
 
-from . import Probe, ProbeVerdict, remember
+from . import HOW_TO_WARM, Probe, ProbeVerdict, probes_changed, remember
 
 PROBE_MAX_BYTES = 64 * 1024 * 1024  # the most a probe may allocate when it cannot avoid allocating
 _STDERR_LOCK = threading.Lock()  # one capture of file descriptor 2 at a time
@@ -46,6 +46,25 @@ class SDPAProbe(Probe):
     def reset(self) -> None:
         self._results = {}
         self._gpu = None  # (cuda available, compute capability), asked of torch once
+        self._stale = False  # said "torch is not imported": forget cached resolutions once it is
+
+    def warm(self, *, block: bool = True, timeout: float | None = None) -> bool | None:
+        """Import torch (in this thread: it is what the caller asked for) and ask it for the device once."""
+        if "torch" not in sys.modules:
+            try:
+                import torch  # imported for the probe, which reads it from sys.modules
+            except BaseException:  # a broken torch: the probe keeps its "no opinion" with the reason
+                return False
+        torch = self._torch()
+        return torch is not None and self._device(torch)[0]  # False: no CUDA device, so no opinion
+
+    def _torch(self):
+        """torch when imported; the first time after a "not imported" answer, cached resolutions are forgotten."""
+        torch = sys.modules.get("torch")
+        if torch is not None and self._stale:
+            self._stale = False
+            probes_changed()
+        return torch
 
     def _device(self, torch) -> tuple[bool, tuple[int, int] | None]:
         if self._gpu is None:
@@ -62,9 +81,11 @@ class SDPAProbe(Probe):
         return f"ready: torch.backends.cuda.can_use_{self.kernel}_attention (torch {torch.__version__})"
 
     def check(self, query, ctx) -> ProbeVerdict:
-        torch = sys.modules.get("torch")
+        torch = self._torch()
         if torch is None:
-            return self.verdict(None, "torch is not imported; attncap does not import it for a probe")
+            self._stale = True
+            return self.verdict(None, f"not asked: torch is not imported, and a resolve does not import it; "
+                                      f"to ask it: {HOW_TO_WARM}")
         available, cc = self._device(torch)
         if not available:
             return self.verdict(None, "no CUDA device")
