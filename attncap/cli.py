@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 def _quiet_and_debug() -> None:
     """ATTNCAP_DEBUG=1 logs decisions to stderr (a library leaves handlers to its caller; the CLI is the
     caller); torch's "Failed to initialize NumPy" warning (torch without numpy, e.g. CI's CPU torch,
-    imported by the FA4 probe) says nothing about attention kernels."""
+    imported when the probes are warmed: --probe, info, drift) says nothing about attention kernels."""
     import logging
     import warnings
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
