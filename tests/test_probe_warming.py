@@ -313,3 +313,16 @@ def test_cli_probe_flag_asks_the_installed_library(tmp_path, capsys):
 def test_cli_info_without_probes_imports_nothing():
     out = run_script(CLI.replace("ARGS", repr(["info", "--no-probes"])))
     assert out["rc"] == 0 and out["torch"] is False and out["flash_attn"] == [] and out["events"] == []
+
+
+def test_explain_reads_attncap_probes_as_resolve_does(monkeypatch):
+    from attncap.explain import explain_backend
+    env = Environment(versions={"flash-attn-4": "4.0.0b11"})  # not the installed version: a quick no-opinion
+    q = AttentionQuery(arch="sm100", head_dim_qk=128)
+    registry = attncap.default_registry()
+    assert explain_backend(registry, "flash-attn-4", q, env)["probe"] is not None
+    monkeypatch.setenv("ATTNCAP_PROBES", "0")
+    assert explain_backend(registry, "flash-attn-4", q, env)["probe"] is None
+    monkeypatch.setenv("ATTNCAP_PROBES", "maybe")
+    with pytest.raises(SettingError):
+        explain_backend(registry, "flash-attn-4", q, env)

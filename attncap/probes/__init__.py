@@ -218,13 +218,16 @@ def timeout_setting() -> float:
 def warm(names=None, *, block: bool = True, timeout: float | None = None) -> dict[str, bool | None]:
     """Import the libraries the probes ask (FA4's interface, torch), so that they answer from now on.
 
-    names: probe names (default: every probe whose package is installed). block=False starts the imports in
+    names: a probe name or names (default: every probe whose package is installed). block=False starts the imports in
     the background and returns at once; block=True waits at most `timeout` seconds (default
     ATTNCAP_PROBE_TIMEOUT, 60) for all of them together. Returns {probe name: True (ready), False (cannot
     answer here; its verdicts say why) or None (still importing)}. An import that finishes later makes the
     probe ready then, and resolutions cached meanwhile are forgotten. Safe to call again: a ready probe
     returns at once, a failed import is not retried (attncap.clear_cache() forgets the failure).
     """
+    if isinstance(names, str):
+        names = [names]
+    names = None if names is None else list(names)
     chosen = [get(n) for n in names] if names is not None else [_probes[n] for n in _all_names()]
     missing = [n for n, p in zip(names or (), chosen) if p is None]
     if missing:
