@@ -21,8 +21,9 @@ import sys
 import tempfile
 import threading
 import warnings
+import weakref
 
-from . import HOW_TO_WARM, Probe, ProbeVerdict, probes_changed, remember
+from . import HOW_TO_WARM, Probe, ProbeVerdict, probes_changed, remember, timeout_setting
 
 PROBE_MAX_BYTES = 64 * 1024 * 1024  # the most a probe may allocate when it cannot avoid allocating
 _STDERR_LOCK = threading.Lock()  # one capture of file descriptor 2 at a time
@@ -42,6 +43,7 @@ class SDPAProbe(Probe):
         self.kernel = kernel
         self.name = f"torch-sdpa-{kernel}"
         self.reset()
+        _instances.add(self)
 
     def reset(self) -> None:
         self._results = {}
@@ -49,22 +51,39 @@ class SDPAProbe(Probe):
         self._stale = False  # said "torch is not imported": forget cached resolutions once it is
 
     def warm(self, *, block: bool = True, timeout: float | None = None) -> bool | None:
-        """Import torch (in this thread: it is what the caller asked for) and ask it for the device once."""
-        if "torch" not in sys.modules:
-            try:
-                import torch  # imported for the probe, which reads it from sys.modules
-            except BaseException:  # a broken torch: the probe keeps its "no opinion" with the reason
-                return False
+        """Import torch (in a background thread shared by the SDPA probes, so that `timeout` holds) and ask it for
+        the device once: True = a CUDA device, False = none (no opinion) or torch cannot be imported, None = still
+        importing."""
         torch = self._torch()
-        return torch is not None and self._device(torch)[0]  # False: no CUDA device, so no opinion
+        if torch is None:
+            thread = _start_torch_import()
+            if block and thread is not None:
+                thread.join(timeout_setting() if timeout is None else timeout)
+            torch = self._torch()
+            if torch is None:
+                return False if _torch_failure else None
+        try:
+            return self._device(torch)[0]
+        except Exception:  # a broken CUDA install: the check says so
+            return False
 
     def _torch(self):
-        """torch when imported; the first time after a "not imported" answer, cached resolutions are forgotten."""
-        torch = sys.modules.get("torch")
+        """torch when imported (fully); the first time after a "not imported" answer, cached resolutions are
+        forgotten."""
+        torch = _imported_torch()
         if torch is not None and self._stale:
             self._stale = False
             probes_changed()
         return torch
+
+    @staticmethod
+    def _not_ready() -> str:
+        if _torch_failure:
+            return _torch_failure
+        if _torch_thread is not None:
+            return "importing torch is still running (in the background, started by warm()): the table answers " \
+                   "until it finishes"
+        return f"not asked: torch is not imported, and a resolve does not import it; to ask it: {HOW_TO_WARM}"
 
     def _device(self, torch) -> tuple[bool, tuple[int, int] | None]:
         if self._gpu is None:
@@ -73,9 +92,9 @@ class SDPAProbe(Probe):
         return self._gpu
 
     def status(self) -> str:
-        torch = sys.modules.get("torch")
+        torch = _imported_torch()
         if torch is None:
-            return "answers only in processes that have imported torch, on a CUDA device"
+            return f"unavailable: {self._not_ready()}"
         if not torch.cuda.is_available():
             return "no CUDA device: no opinion"
         return f"ready: torch.backends.cuda.can_use_{self.kernel}_attention (torch {torch.__version__})"
@@ -83,9 +102,10 @@ class SDPAProbe(Probe):
     def check(self, query, ctx) -> ProbeVerdict:
         torch = self._torch()
         if torch is None:
-            self._stale = True
-            return self.verdict(None, f"not asked: torch is not imported, and a resolve does not import it; "
-                                      f"to ask it: {HOW_TO_WARM}")
+            self._stale = True  # before reading again: an import finishing meanwhile sees it, or we see torch
+            torch = self._torch()
+            if torch is None:
+                return self.verdict(None, self._not_ready())
         available, cc = self._device(torch)
         if not available:
             return self.verdict(None, "no CUDA device")
@@ -123,6 +143,54 @@ class SDPAProbe(Probe):
         ok, reasons = _captured(lambda: bool(can_use(params, True)))
         text = "; ".join(reasons)[:500]
         return self.verdict(ok, text or f"can_use_{self.kernel}_attention -> {ok}")
+
+
+_torch_lock = threading.Lock()
+_torch_thread: threading.Thread | None = None  # the import warm() started, once per process
+_torch_failure: str | None = None
+_instances: weakref.WeakSet = weakref.WeakSet()
+
+
+def _imported_torch():
+    """torch when it is imported (fully: not while a thread is still executing it), else None."""
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
+        return None
+    return torch
+
+
+def _start_torch_import() -> threading.Thread | None:
+    global _torch_thread
+    with _torch_lock:
+        if _torch_thread is None and _torch_failure is None and _imported_torch() is None:
+            _torch_thread = threading.Thread(target=_import_torch, name="attncap-torch-import", daemon=True)
+            _torch_thread.start()
+        return _torch_thread
+
+
+def _import_torch() -> None:
+    global _torch_failure
+    try:
+        import torch  # noqa: F401  (the probes read it from sys.modules)
+    except BaseException as exc:  # a broken torch: the probes keep their "no opinion", with this reason
+        _torch_failure = f"cannot import torch: {type(exc).__name__}: {exc}"
+    stale = [p for p in list(_instances) if p._stale]
+    for p in stale:
+        p._stale = False
+    if stale:
+        probes_changed()
+
+
+def _after_fork_in_child() -> None:
+    """The import thread is not copied into the child: a half-imported torch stays half-imported there."""
+    global _torch_lock, _torch_failure
+    _torch_lock = threading.Lock()
+    if _torch_thread is not None and _torch_failure is None and _imported_torch() is None:
+        _torch_failure = "the process forked while torch was importing: no opinion in the child"
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _numel(size) -> int:
