@@ -326,3 +326,41 @@ def test_explain_reads_attncap_probes_as_resolve_does(monkeypatch):
     monkeypatch.setenv("ATTNCAP_PROBES", "maybe")
     with pytest.raises(SettingError):
         explain_backend(registry, "flash-attn-4", q, env)
+
+
+# ---- detection reads versions without importlib.metadata where it can (the CLI's own cost) -------
+
+def test_the_quick_version_reader_agrees_with_importlib_metadata():
+    import importlib.metadata as metadata
+    from attncap import environment
+    environment.forget_detected()
+    checked = 0
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        quick = environment._quick_version(name)
+        if quick is not environment._UNSURE:
+            assert quick == metadata.version(name), name
+            checked += 1
+    assert checked and environment._quick_version("surely-not-installed-attncap-test") is None
+
+
+def test_the_quick_version_reader_leaves_odd_metadata_to_importlib(tmp_path, monkeypatch):
+    from attncap import environment
+    folded = tmp_path / "folded_pkg-1.0.dist-info"
+    folded.mkdir()
+    (folded / "METADATA").write_text("Metadata-Version: 2.1\nName: folded-pkg\nSummary: a\n  Version: 9.9\n"
+                                     "Version: 1.0\n\nbody\nVersion: 2.0\n")
+    bad = tmp_path / "bad_bytes-1.0.dist-info"
+    bad.mkdir()
+    (bad / "METADATA").write_bytes(b"Metadata-Version: 2.1\nName: bad-bytes\nSummary: caf\xe9\nVersion: 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    environment.forget_detected()
+    try:
+        assert environment._quick_version("Folded.Pkg") == "1.0"  # the header's own Version, not a continuation
+        assert environment._quick_version("bad-bytes") is environment._UNSURE  # importlib.metadata's to report
+        monkeypatch.syspath_prepend(str(tmp_path / "some.zip"))
+        (tmp_path / "some.zip").write_bytes(b"PK")
+        environment.forget_detected()
+        assert environment._quick_version("folded-pkg") is environment._UNSURE  # a zip on sys.path
+    finally:
+        environment.forget_detected()
