@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 import threading
 import warnings
 import weakref
@@ -219,6 +218,7 @@ def _unallocated(torch, base, size, dtype, *, requires_grad: bool):
 def _captured(call) -> tuple:
     """call()'s result and the reasons torch gave: C++ warnings written to file descriptor 2 (captured,
     not printed) and Python warnings. Other threads' stderr output during the call is passed on."""
+    import tempfile  # only here: a resolve that asks no probe does not pay its import
     with _STDERR_LOCK, tempfile.TemporaryFile() as sink, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sys.stderr.flush()
