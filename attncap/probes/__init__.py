@@ -86,7 +86,10 @@ class Probe:
 
     def warm(self, *, block: bool = True, timeout: float | None = None) -> bool | None:
         """Import what check() needs: True = ready, False = it cannot answer here (its verdicts say why),
-        None = still importing (block=False, or not done within `timeout` seconds). The default: nothing to import."""
+        None = still importing (block=False, or not done within `timeout` seconds). The default: nothing to import.
+
+        check() must never import or wait; a probe that answered "not ready" and becomes ready calls
+        probes_changed(), so that resolutions cached with the earlier answer are forgotten."""
         return True
 
     def verdict(self, supported: bool | None, message: str, *, provisional: bool = False) -> ProbeVerdict:
