@@ -29,7 +29,12 @@ def _query_args(p: argparse.ArgumentParser) -> None:
                    help="ignore the installed packages: only --version/--cudnn count (Python: Environment(...)); "
                         "without it they change the installed environment (Environment.detect().replace(...))")
     e.add_argument("--data", action="append", default=[], metavar="DIR", help="overlay capability directory")
-    e.add_argument("--no-probes", action="store_true", help="answer from the table only")
+    probing = e.add_mutually_exclusive_group()
+    probing.add_argument("--no-probes", action="store_true", help="answer from the table only")
+    probing.add_argument("--probe", action="store_true",
+                         help="ask the installed libraries: import them for their probes first (FA4: seconds; "
+                              "attncap.probes.warm()); without it a probe answers only for what is imported, "
+                              "i.e. not in this command")
     e.add_argument("--unverified", choices=("allow", "warn", "deny"),
                    help="versions newer than the checked span: select with a reason (allow, the default), "
                         "warn, or do not select (deny); default ATTNCAP_UNVERIFIED or allow")
@@ -110,9 +115,17 @@ def _pair(text: str, sep: str, flag: str) -> tuple[int, int]:
         raise ValueError(f"{flag} {text!r}: expected two integers separated by {sep!r}") from None
 
 
+def _warm_if_asked(args) -> None:
+    """--probe: import what the probes ask (their verdicts, ready or not, say the rest)."""
+    if args.probe:
+        from . import probes
+        probes.warm()
+
+
 def cmd_resolve(args) -> int:
     from .resolver import BackendUnavailableError, resolve
     registry, query, env = _context(args)
+    _warm_if_asked(args)
     try:
         resolution = resolve(query, env, probes=not args.no_probes, registry=registry, unverified=args.unverified,
                              profile=args.profile)
@@ -137,6 +150,7 @@ def cmd_explain(args) -> int:
     registry, query, env = _context(args)
     if args.backend not in registry.backends:
         raise ValueError(f"unknown backend {args.backend!r}; known: {', '.join(sorted(registry.backends))}")
+    _warm_if_asked(args)
     data = explain_backend(registry, args.backend, query, env, probes=not args.no_probes,
                            unverified=args.unverified, profile=args.profile)
     print(report.to_json(data) if args.json else _explain_text(data))
@@ -177,6 +191,8 @@ def cmd_info(args) -> int:
     from .loader import default_registry
     env = Environment.detect(device=args.device)
     registry = default_registry()
+    if not args.no_probes:
+        probes.warm()  # info exists to say whether the probes answer here: ask their libraries
     packages = sorted({p for b in registry.backends.values() for p in (b.package, *b.requires)} | {"torch"})
     from . import __version__
     data = {"attncap": __version__, "arch": env.arch, "unknown_gpu": env.unknown_gpu, "versions": {p: env.version(p) for p in packages},
@@ -234,7 +250,12 @@ def cmd_schema(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+CORE = ("resolve", "explain", "info", "validate", "schema")  # defined here: need no other command's module
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; for a `command` in CORE, without the other modules' commands (their imports cost tens of ms
+    on every `attncap resolve`)."""
     from . import __version__
     parser = argparse.ArgumentParser(prog="attncap", description="Which attention kernel can run this, and why not.")
     parser.add_argument("--version", action="version", version=f"attncap {__version__}")
@@ -248,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("info", help="detected arch, installed backend packages, probes")
     p.add_argument("--device", action="store_true", help="import torch to detect the GPU")
+    p.add_argument("--no-probes", action="store_true",
+                   help="do not import the probes' libraries (FA4, torch): their status says so")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("validate", help="check capability files (schema + lint)")
@@ -260,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--check", action="store_true", help="exit 1 when schemas/ is stale (default)")
     group.add_argument("--write", action="store_true", help="regenerate schemas/ (in a checkout)")
     p.set_defaults(func=cmd_schema)
+    if command in CORE:
+        return parser
     from . import drift
     drift.register_cli(sub)
     from . import evidence
@@ -274,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .loader import LoadError
     _quiet_and_debug()
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return args.func(args)
     except LoadError as exc:
@@ -298,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 def _quiet_and_debug() -> None:
     """ATTNCAP_DEBUG=1 logs decisions to stderr (a library leaves handlers to its caller; the CLI is the
     caller); torch's "Failed to initialize NumPy" warning (torch without numpy, e.g. CI's CPU torch,
-    imported by the FA4 probe) says nothing about attention kernels."""
+    imported when the probes are warmed: --probe, info, drift) says nothing about attention kernels."""
     import logging
     import warnings
     warnings.filterwarnings("ignore", message="Failed to initialize NumPy")

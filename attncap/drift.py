@@ -66,6 +66,7 @@ def run_drift(registry, backend: str, env, *, archs=None, dtypes=None, n: int = 
         raise ValueError(f"probe {b.probe.name!r} cannot evaluate a grid")
     if version is None or probe.installed_version() != version:
         raise ValueError(f"{b.package} is not installed here: drift compares the table with the installed library")
+    probe_registry.warm([probe.name])  # drift exists to ask the library: import it (ATTNCAP_PROBE_TIMEOUT at most)
     vocab = registry.vocabulary
     archs = archs or b.probe.archs or sorted(vocab.archs)
     dtypes = dtypes or sorted({d for r in registry.backends[backend].support for d in (r.dtype or vocab.dtypes)})

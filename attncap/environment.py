@@ -111,10 +111,12 @@ renew_after_fork(globals(), "_detected_lock")
 
 def forget_detected() -> None:
     """The next Environment.detect() looks again (e.g. after ATTNCAP_PATH added a backend's package)."""
-    global _detected_generation
+    global _detected_generation, _dist_index
     with _detected_lock:
         _detected_generation += 1
         _detected.clear()
+        _versions.clear()
+        _dist_index = None
 
 
 def pure_what_if_note(env: Environment, packages) -> str | None:
@@ -202,8 +204,94 @@ def _runtime_cudnn(wheel: str) -> str:
     return matched_as(KEY, wheel).version or wheel
 
 
+_versions: dict[str, str | None] = {}  # distribution -> installed version: detection and the probes read it once
+
+
 def _distribution_version(name: str) -> str | None:
-    import importlib.metadata  # 20 ms: only when detecting
+    """The installed version of a distribution, None when absent; read once per process (forget_detected())."""
+    try:
+        return _versions[name]
+    except KeyError:
+        version = _quick_version(name)
+        version = _versions[name] = _read_version(name) if version is _UNSURE else version
+        return version
+
+
+# importlib.metadata costs ~40 ms to import (email, zipfile, ...) and parses a whole METADATA file per
+# lookup; `attncap resolve` asks for ~7 distributions. The common layout (dist-info/egg-info directories
+# on sys.path, found as importlib.metadata's path finder finds them: the first one on sys.path, names
+# PEP 503-normalised) is read here directly: only the header's `Version:`. Anything else (a zip or .egg
+# on sys.path, another distribution finder, unreadable or undecodable metadata) is importlib.metadata's.
+_UNSURE = object()
+_dist_index: dict | None = None
+
+
+def _normalised_dist(name: str) -> str:
+    import re
+    return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
+
+
+def _quick_version(name: str):
+    """The version from the first `<name>-*.dist-info`/`.egg-info` on sys.path (None: there is none), or _UNSURE."""
+    global _dist_index
+    if any(hasattr(f, "find_distributions") and getattr(f, "__name__", "") != "PathFinder" for f in sys.meta_path):
+        return _UNSURE
+    index = _dist_index
+    if index is None:
+        index = _dist_index = _index_distributions()
+    if index is _UNSURE:
+        return _UNSURE
+    path = index.get(_normalised_dist(name))
+    return None if path is None else _header_version(path)
+
+
+def _index_distributions():
+    import os
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        root = entry or "."
+        try:
+            children = os.listdir(root)
+        except OSError:
+            if os.path.exists(root):
+                return _UNSURE  # a zip file, an unreadable directory
+            continue
+        if os.path.basename(root).lower().endswith(".egg"):
+            return _UNSURE
+        for child in children:
+            low = child.lower()
+            if low.endswith((".dist-info", ".egg-info")):
+                found.setdefault(_normalised_dist(low.rpartition(".")[0].partition("-")[0]), os.path.join(root, child))
+    return found
+
+
+def _header_version(path: str):
+    import os
+    files = (os.path.join(path, "METADATA"), os.path.join(path, "PKG-INFO")) if os.path.isdir(path) else (path,)
+    for file in files:
+        try:
+            with open(file, "rb") as f:
+                head = f.read(1 << 16)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+            continue
+        except OSError:
+            return _UNSURE
+        try:
+            text = head.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode("utf-8")
+        except UnicodeDecodeError:
+            return _UNSURE  # importlib.metadata reports it (a warning, and the distribution counts as absent)
+        for line in text.split("\n"):
+            if line[:1].isspace():
+                continue  # a folded header's continuation
+            key, sep, value = line.partition(":")
+            if sep and key.strip().lower() == "version":
+                return value.strip() or _UNSURE
+        return _UNSURE
+    return _UNSURE
+
+
+def _read_version(name: str) -> str | None:
+    import importlib.metadata  # 40 ms: only where the quick reading is unsure
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

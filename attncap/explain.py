@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 from . import coverage
-from .resolver import _ctx, arch_of, classify, evaluate
+from . import probes as probe_registry
+from .resolver import ENV_PROBES, _ctx, arch_of, classify, evaluate
 
 
 def explain_backend(registry, backend: str, query, env, *, probes: bool = True, unverified=None,
                     profile=None) -> dict:
     b = registry.compiled[backend]
+    probes = probes and probe_registry.enabled(os.environ.get(ENV_PROBES))  # as resolve(): 0/off, warm
     arch = arch_of(query, env)
     vocab = registry.vocabulary
     policy = coverage.policy(unverified)

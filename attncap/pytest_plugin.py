@@ -12,7 +12,9 @@ attncap_decision (the backend's Decision), attncap_env (the Environment markers 
 in), attncap_assert_selected, attncap_expect_backend (fails unless that backend actually ran).
 Options: --attncap-env arch=sm100,flash-attn-4=4.0.0b11,cudnn=9.10.2 (what-if: changes to the
 installed environment; `pkg=` means not installed), --attncap-no-detect (the --attncap-env items
-are the whole environment), --attncap-no-probes. Importing the plugin never imports torch or loads data.
+are the whole environment), --attncap-no-probes. Importing the plugin never imports torch or loads data;
+with probes on, the first marked test warms them (attncap.probes.warm(): imports FA4 / torch once), so
+markers are answered by the installed library's own checks.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ class _State:
     def __init__(self, env_text: str | None, probes: bool, detect: bool = True):
         self.env_text, self.probes, self.detect = env_text, probes, detect
         self._env = None
+        self._warmed = False
         self.skips: Counter = Counter()  # skip reason (without the prefix) -> count
+
+    def warm_probes(self) -> None:
+        """Once per session, for a resolve with probes on: a test suite asks the installed libraries (a resolve
+        alone never imports them)."""
+        if not self._warmed:
+            self._warmed = True
+            from attncap import probes
+            probes.warm()
 
     def env(self):
         """The environment markers are evaluated in, built on first use."""
@@ -106,6 +117,8 @@ def pytest_runtest_setup(item):
         return
     from attncap.testing import SKIP_PREFIX, MarkerError, evaluate_marker
     state = item.config.stash[_STATE]
+    if state.probes:
+        state.warm_probes()
     first = None
     for mark in markers:  # closest first; every marker (function, class, module) must hold
         try:
@@ -162,6 +175,8 @@ def attncap_assert_selected(request):
     def check(query, backend, env=None, **resolve_kwargs):
         __tracebackhide__ = True
         resolve_kwargs.setdefault("probes", state.probes)
+        if resolve_kwargs["probes"]:
+            state.warm_probes()
         env = env if env is not None else state.env()
         arch = query.get("arch") if isinstance(query, dict) else getattr(query, "arch", None)
         if arch is None and env.arch is None:

@@ -28,7 +28,6 @@ from .forking import renew_after_fork
 from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
 from .rules import CompiledBackend, Ctx, Reason, effect_note
-from .settings import flag
 from .views import Outcome
 
 log = logging.getLogger("attncap")
@@ -46,6 +45,19 @@ _cache: dict = {}
 _cache_lock = threading.Lock()
 renew_after_fork(globals(), "_cache_lock")
 _generation = 0  # bumped by clear_cache(): a resolution begun before it is not stored after it
+
+
+def _forget_resolutions() -> None:
+    """A probe became ready (attncap.probes.warm(), or its library got imported): resolutions cached with
+    its earlier "not ready" verdict must not outlive that. Registered with probes.on_change; the registry,
+    plans and detected environment are kept. A resolution begun before this is not stored after it."""
+    global _generation
+    with _cache_lock:
+        _generation += 1
+        _cache.clear()
+
+
+probe_registry.on_change(_forget_resolutions)
 
 
 def clear_cache() -> None:
@@ -245,7 +257,7 @@ def _resolve_uncached(query, env, prefer, disable, force, probes, registry, over
     if disable is None:
         disable = env_disable
     disable = frozenset(_split(disable)) if disable else _NOTHING
-    probes = probes and (env_probes is None or flag(ENV_PROBES, env_probes, True))
+    probes = probes and (env_probes is None or probe_registry.enabled(env_probes))  # `warm`: warms once
     prefer = tuple(_split(prefer)) if prefer else ()
     policy = unverified or env_unverified or "allow"
     if policy not in coverage.POLICIES:

@@ -28,7 +28,7 @@ import torch
 from .environment import Environment
 from .query import AttentionQuery
 from .resolver import ENV_DISABLE, ENV_FORCE, ENV_PROBES, BackendUnavailableError, Resolution, resolve
-from .settings import flag
+from .settings import probes_mode
 
 __all__ = ["NoSDPABackendError", "TENSOR_LAYOUTS", "query_from_tensors", "resolve_for", "sdpa_backends_for",
            "sdpa_kernel_for"]
@@ -202,5 +202,5 @@ def _environ(name: str) -> str | None:
 def _resolve_constant(force: str | None, disable: str | None, probes: str | None, **fields) -> str | None:
     # Runs eagerly (also under torch.compile), so logging and caches inside resolve() are fine.
     resolution = resolve(AttentionQuery(**fields), force=force or None, disable=disable or "",
-                         probes=flag(ENV_PROBES, probes, True))  # AttentionQuery(**fields): validated once (attncap.memo)
+                         probes=probes_mode(probes, ENV_PROBES) != "off")  # AttentionQuery(**fields): validated once (attncap.memo)
     return resolution.selected

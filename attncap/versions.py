@@ -14,7 +14,6 @@ A version given by hand (CLI, Environment(...), --attncap-env) must parse: a typ
 
 from __future__ import annotations
 
-import difflib
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -70,6 +69,7 @@ def check_name(name: str, known, *, strict: bool, what: str = "package") -> None
     known = sorted(set(known))
     if name in known:
         return
+    import difflib  # only for a name that is not known
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6 if strict else 0.8)
     if not strict and not close:
         return  # a package attncap does not know (an overlay's backend may use it)

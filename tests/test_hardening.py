@@ -434,7 +434,7 @@ FA4_RACE = textwrap.dedent("""
 
 @pytest.mark.skipif(not HAVE_FA4, reason="flash-attn-4 (with triton) is not installed")
 def test_fa4_probe_first_import_races_with_resolves():
-    env = {**os.environ, "ATTNCAP_PROBE_TIMEOUT": "0.3"}
+    env = {**os.environ, "ATTNCAP_PROBE_TIMEOUT": "0.3", "ATTNCAP_PROBES": "warm"}  # import FA4 on first use
     env.pop(ENV_PATH, None)
     proc = subprocess.run([sys.executable, "-c", FA4_RACE], capture_output=True, text=True, timeout=120, env=env,
                           cwd=ROOT)
@@ -476,7 +476,10 @@ HANG = textwrap.dedent("""
 def test_a_hanging_probe_import_is_waited_for_once(tmp_path):
     fake_fa4_site(tmp_path, "import time\ntime.sleep(30)\n"
                         "def _validate_head_dims(head_dim, head_dim_v, compute_capability, alignment):\n    pass\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "ATTNCAP_PROBE_TIMEOUT": "1"}
+    # ATTNCAP_PROBES=warm warms every installed probe; keep this about FA4 (torch's import would share the wait)
+    (tmp_path / "torch.py").write_text("raise ImportError('not imported in this test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "ATTNCAP_PROBE_TIMEOUT": "1",
+           "ATTNCAP_PROBES": "warm"}  # the first resolve imports the library (and waits at most the timeout)
     env.pop(ENV_PATH, None)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", HANG], capture_output=True, text=True, env=env, timeout=60)
@@ -506,7 +509,9 @@ STALE = textwrap.dedent("""
 def test_a_pending_probe_verdict_is_not_cached_forever(tmp_path):
     fake_fa4_site(tmp_path, "import time\ntime.sleep(0.5)\n"
                         "def _validate_head_dims(head_dim, head_dim_v, compute_capability, alignment):\n    pass\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "ATTNCAP_PROBE_TIMEOUT": "0.1"}
+    (tmp_path / "torch.py").write_text("raise ImportError('not imported in this test')\n")  # FA4 only
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "ATTNCAP_PROBE_TIMEOUT": "0.1",
+           "ATTNCAP_PROBES": "warm"}
     env.pop(ENV_PATH, None)
     proc = subprocess.run([sys.executable, "-c", STALE], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -39,7 +39,8 @@ FAULTS = {
 }
 SCRIPT = textwrap.dedent("""
     import json
-    from attncap import AttentionQuery, Environment, resolve
+    from attncap import AttentionQuery, Environment, probes, resolve
+    probes.warm(["fa4-head-dims"])  # a resolve alone never imports FA4: ask it to (waits ATTNCAP_PROBE_TIMEOUT)
     env = Environment(versions={"flash-attn-4": "4.0.0b36"})
     d = resolve(AttentionQuery(arch="sm100", head_dim_qk=128, seqlen_q=64), env).decision("flash-attn-4")
     print(json.dumps({"supported": d.supported, "decided_by": d.decided_by, "probe": d.probe.as_dict()}))

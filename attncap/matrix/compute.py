@@ -124,6 +124,7 @@ def _consulted_probe(b, version: str, probes: bool):
     if installed != version:
         return None, (f"probe {decl.name} speaks only for the installed {b.package} "
                       f"{installed or '(not installed)'}, not {version}")
+    probe_registry.warm([decl.name])  # a matrix with probes on asks the installed library: import it now
     return probe, f"probe {decl.name} ({decl.mode}) consulted against the installed {b.package} {version}"
 
 

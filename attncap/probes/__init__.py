@@ -5,18 +5,31 @@ for the installed version of its package and only inside its declared arch domai
 probes live here; third parties register more through the `attncap.probes` entry-point group
 (the entry point names a Probe subclass or instance). A probe that fails in any way gives no
 opinion and says why; it never breaks resolution.
+
+A resolve never imports a probe's library and never waits for one: a probe answers when its
+library is already imported (by the caller) or after `warm()`, and otherwise gives no opinion
+at once, saying how to enable it. `warm()` (or ATTNCAP_PROBES=warm, which warms on the first
+resolve) imports the libraries. When a probe becomes ready, every cached resolution that may
+hold its earlier "no opinion" is forgotten (`on_change`), so no answer made before sticks.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from dataclasses import dataclass
 
 from ..forking import renew_after_fork
+from ..settings import WARM, probes_mode
 
 log = logging.getLogger("attncap")
 ENTRY_POINT_GROUP = "attncap.probes"
+ENV_PROBES = "ATTNCAP_PROBES"
+TIMEOUT_ENV = "ATTNCAP_PROBE_TIMEOUT"  # the longest warm() waits by default, in seconds
+DEFAULT_TIMEOUT = 60.0
+HOW_TO_WARM = "attncap.probes.warm(), ATTNCAP_PROBES=warm or the CLI's --probe"
 CACHE_SIZE = 4096  # verdicts a probe keeps, like the resolution cache: memory stays bounded
 
 
@@ -36,7 +49,10 @@ class ProbeVerdict:
     probe: str
     supported: bool | None  # None = no opinion
     message: str
-    provisional: bool = False  # may change soon (e.g. the library is still importing): not cached
+    # Kept for third-party probes: a provisional verdict is not cached by resolve(). The built-in
+    # probes never give one; their "not ready" answers are final until the probe becomes ready,
+    # which forgets the cached resolutions (probes_changed).
+    provisional: bool = False
 
     def describe(self) -> str:
         word = {True: "supported", False: "unsupported", None: "no opinion"}[self.supported]
@@ -64,9 +80,17 @@ class Probe:
         return _distribution_version(self.package)
 
     def status(self) -> str:
-        """Whether the probe can answer here, in words (for `attncap info`); may import its library."""
+        """Whether the probe can answer here, in words (for `attncap info`); imports nothing."""
         version = self.installed_version()
         return f"{self.package} {version} installed" if version else f"{self.package} not installed: no opinion"
+
+    def warm(self, *, block: bool = True, timeout: float | None = None) -> bool | None:
+        """Import what check() needs: True = ready, False = it cannot answer here (its verdicts say why),
+        None = still importing (block=False, or not done within `timeout` seconds). The default: nothing to import.
+
+        check() must never import or wait; a probe that answered "not ready" and becomes ready calls
+        probes_changed(), so that resolutions cached with the earlier answer are forgotten."""
+        return True
 
     def verdict(self, supported: bool | None, message: str, *, provisional: bool = False) -> ProbeVerdict:
         return ProbeVerdict(self.name, supported, message, provisional)
@@ -83,7 +107,9 @@ def register(probe: Probe) -> None:
 
 
 def get(name: str) -> Probe | None:
-    if name not in _probes:
+    if name not in _probes and not _builtins_loaded:
+        _load_builtin()  # the common case (a built-in probe): no scan of every distribution's entry points
+    if name not in _probes and not _entry_points_loaded:
         _load_builtin_and_entry_points()
     return _probes.get(name)
 
@@ -102,21 +128,39 @@ _installed: dict[str, str | None] = {}  # probe name -> installed version of its
 
 
 def clear() -> None:
-    """Forget probe results and failures (tests, or after installing a library)."""
+    """Forget probe results and failures (tests, or after installing a library); warmed probes are warm again
+    on their next check when their library is still imported, else after the next warm()."""
+    global _entry_points_loaded, _warmed_on_use
     with _lock:
         _installed.clear()
+        _entry_points_loaded = _warmed_on_use = False
         for probe in _probes.values():
             reset = getattr(probe, "reset", None)
             if reset:
                 reset()
 
 
-def _load_builtin_and_entry_points() -> None:
+_builtins_loaded = False
+_entry_points_loaded = False
+
+
+def _load_builtin() -> None:
+    """The built-in probes: no metadata scan (they win over entry points of the same name anyway)."""
+    global _builtins_loaded
     from .fa4 import FA4HeadDimProbe
     from .sdpa import SDPAProbe
     with _lock:
         for probe in (FA4HeadDimProbe(), *(SDPAProbe(kernel) for kernel in SDPAProbe.KERNELS)):
             _probes.setdefault(probe.name, probe)
+        _builtins_loaded = True
+
+
+def _load_builtin_and_entry_points() -> None:
+    global _entry_points_loaded
+    if not _builtins_loaded:
+        _load_builtin()
+    with _lock:
+        _entry_points_loaded = True
         for ep in _entry_points():
             if ep.name in _probes:
                 continue
@@ -145,6 +189,104 @@ def _entry_points() -> list:
     return found
 
 
+# ---- readiness: warm(), ATTNCAP_PROBES=warm, and forgetting answers given before -------------------
+
+_listeners: list = []
+
+
+def on_change(callback) -> None:
+    """Call `callback()` whenever a probe becomes ready after having answered "not ready" (its library got
+    imported): the resolver forgets its cached resolutions then. Callbacks must be quick and must not raise."""
+    _listeners.append(callback)
+
+
+def probes_changed() -> None:
+    """A probe's answers changed (it became ready): forget whatever was cached from its earlier answers."""
+    for callback in _listeners[:]:  # a copy: a listener may be added meanwhile
+        try:
+            callback()
+        except Exception as exc:  # a listener must not break the probe (nor the import thread)
+            log.warning("attncap: a probe change listener failed: %s: %s", type(exc).__name__, exc)
+
+
+def timeout_setting() -> float:
+    """ATTNCAP_PROBE_TIMEOUT (seconds, default 60): the longest warm() and ATTNCAP_PROBES=warm wait."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        return float(raw) if raw else DEFAULT_TIMEOUT
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r} is invalid: expected a number of seconds") from None
+
+
+def warm(names=None, *, block: bool = True, timeout: float | None = None) -> dict[str, bool | None]:
+    """Import the libraries the probes ask (FA4's interface, torch), so that they answer from now on.
+
+    names: a probe name or names (default: every probe whose package is installed). block=False starts the imports in
+    the background and returns at once; block=True waits at most `timeout` seconds (default
+    ATTNCAP_PROBE_TIMEOUT, 60) for all of them together. Returns {probe name: True (ready), False (cannot
+    answer here; its verdicts say why) or None (still importing)}. An import that finishes later makes the
+    probe ready then, and resolutions cached meanwhile are forgotten. Safe to call again: a ready probe
+    returns at once, a failed import is not retried (attncap.clear_cache() forgets the failure).
+    """
+    if isinstance(names, str):
+        names = [names]
+    names = None if names is None else list(names)
+    chosen = [get(n) for n in names] if names is not None else [_probes[n] for n in _all_names()]
+    missing = [n for n, p in zip(names or (), chosen) if p is None]
+    if missing:
+        raise ValueError(f"no probe named {', '.join(map(repr, missing))}; known: {', '.join(_all_names())}")
+    if names is None:
+        chosen = [p for p in chosen if _installed_version(p) is not None]
+    result: dict[str, bool | None] = {}
+    for probe in chosen:  # start every import first, so that they overlap
+        result[probe.name] = _warm_one(probe, block=False, timeout=0.0)
+    if block:
+        deadline = time.monotonic() + (timeout_setting() if timeout is None else timeout)
+        for probe in chosen:
+            if result[probe.name] is None:
+                result[probe.name] = _warm_one(probe, block=True, timeout=max(0.0, deadline - time.monotonic()))
+    return result
+
+
+def _warm_one(probe: Probe, *, block: bool, timeout: float) -> bool | None:
+    try:
+        state = probe.warm(block=block, timeout=timeout)
+    except (Exception, SystemExit) as exc:  # a third-party probe's warm() must not break the caller
+        log.warning("attncap: warming probe %r failed: %s: %s", probe.name, type(exc).__name__, exc)
+        return False
+    return state if state in (True, False, None) else bool(state)
+
+
+def _all_names() -> list[str]:
+    _load_builtin_and_entry_points()
+    return sorted(_probes)
+
+
+def _installed_version(probe: Probe) -> str | None:
+    if probe.name not in _installed:
+        try:
+            _installed[probe.name] = probe.installed_version()
+        except (Exception, SystemExit):
+            _installed[probe.name] = None
+    return _installed[probe.name]
+
+
+_warmed_on_use = False  # ATTNCAP_PROBES=warm has warmed the probes once in this process
+
+
+def enabled(value: str | None) -> bool:
+    """Whether ATTNCAP_PROBES (its raw value) leaves the probes on; with `warm`, the first call in a process
+    warms them (blocking, at most ATTNCAP_PROBE_TIMEOUT). SettingError on a value it does not understand."""
+    global _warmed_on_use
+    if value is None:
+        return True
+    mode = probes_mode(value, ENV_PROBES)
+    if mode == WARM and not _warmed_on_use:
+        _warmed_on_use = True  # once: a slow import is waited for once, then finishes in the background
+        warm()
+    return mode != "off"
+
+
 def judge(backend, query, ctx, env) -> ProbeVerdict | None:
     """The probe's verdict for a backend that declares one; None when it has nothing to say."""
     decl = backend.probe
@@ -158,7 +300,7 @@ def judge(backend, query, ctx, env) -> ProbeVerdict | None:
     try:
         if decl.name not in _installed:  # a metadata lookup costs ~0.5 ms: once per process
             _installed[decl.name] = probe.installed_version()
-        installed = _installed[decl.name]
+        installed = _installed[decl.name]  # (not _installed_version(): a failure here is the probe's verdict)
         if installed is None:
             return probe.verdict(None, f"it asks the installed {probe.package}, and none is installed here")
         asked = (env.version(probe.package) if env is not None else None) or ctx.version  # as given, not as matched

@@ -2,14 +2,21 @@
 
 The validator judges head dims and alignment only, per compute-capability major (9, 10, 11).
 It fails with `assert`, so under `python -O` it accepts everything: then we give no opinion.
-Importing FA4 takes seconds (and needs triton on a CPU-only torch), so the import runs once,
-in a background thread, and a slow or failed import is remembered as "no opinion".
+
+Importing FA4 takes seconds (and torch, ~2,000 modules), so a resolve never does it: the probe
+answers when `flash_attn.cute.interface` is already imported (by the caller) or after
+`attncap.probes.warm()` / ATTNCAP_PROBES=warm, and otherwise gives no opinion at once, saying
+so. For the FA4 versions in CHECKED (tests/evidence/fa4_validator_history.json, checked by
+tests/test_fa4_history.py) the packaged table already equals the validator, and the reason says
+that too. warm() imports once, in a background thread; a failed import is remembered as "no
+opinion" with its reason; when the import finishes the resolutions cached meanwhile are
+forgotten (attncap.probes.probes_changed), so no answer given before sticks.
 
 Faults an in-process import cannot survive (a segfault or abort in a native extension) are
 bounded by a preflight: before the first in-process import of an installed FA4, a child
 interpreter imports it; if the child dies, this process never imports it. A passing preflight
 is remembered per installed copy (version, file, mtime) in the user cache directory, so it
-costs one extra import once. Callers wait at most ATTNCAP_PROBE_TIMEOUT for all of it.
+costs one extra import once. warm() waits at most ATTNCAP_PROBE_TIMEOUT for all of it.
 """
 
 from __future__ import annotations
@@ -20,20 +27,20 @@ import importlib
 import importlib.machinery
 import inspect
 import os
-import signal
-import subprocess
 import sys
 import threading
 import weakref
 from pathlib import Path
 
-from . import Probe, ProbeVerdict, remember
+from . import HOW_TO_WARM, Probe, ProbeVerdict, probes_changed, remember, timeout_setting
 
 MODULE = "flash_attn.cute.interface"
 FUNCTION = "_validate_head_dims"
 EXPECTED_PARAMETERS = ("head_dim", "head_dim_v", "compute_capability", "alignment")
-IMPORT_TIMEOUT_ENV = "ATTNCAP_PROBE_TIMEOUT"
 PREFLIGHT_TIMEOUT = 600  # seconds a preflight import may take before it counts as hanging
+# The flash-attn-4 versions whose validator the packaged table was checked against, point for point
+# (tests/test_fa4_history.py over tests/evidence/fa4_validator_history.json; a test keeps the two equal).
+CHECKED = frozenset({"4.0.0b3", "4.0.0b4", "4.0.0b5"} | {f"4.0.0b{n}" for n in range(7, 37)})
 _instances: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -58,12 +65,15 @@ class FA4HeadDimProbe(Probe):
 
     def reset(self) -> None:
         with self._lock:
-            self._thread: threading.Thread | None = None
+            self._thread: threading.Thread | None = None  # the background import warm() started
             self._validator = None
             self._failure: str | None = None
-            self._pending: str | None = None
+            self._stale = False  # a "not ready" verdict was given: becoming ready must forget cached resolutions
+            self._version: tuple[str | None] | None = None  # (installed version,), looked up once
             self._results: dict[tuple, ProbeVerdict] = {}
             self._planes: dict[tuple, tuple[int, ...]] = {}
+
+    # ---- answering: never imports, never waits --------------------------------------------------
 
     def check(self, query, ctx) -> ProbeVerdict:
         if sys.flags.optimize:
@@ -73,21 +83,36 @@ class FA4HeadDimProbe(Probe):
         cached = self._results.get(args)
         if cached is not None:
             return cached
-        validator = self._load()
+        validator = self._validator or self._ready()
         if validator is None:
-            if self._failure is None and self._pending:  # still importing: ask again next time
-                return self.verdict(None, self._pending, provisional=True)
-            return self.verdict(None, self._failure or "validator unavailable")
+            return self.verdict(None, self.unavailable_reason())
         return remember(self._results, args, self._call(validator, args))
+
+    def _ready(self):
+        """The validator when it can be used now: warmed, or imported by the caller (adopted at once)."""
+        self._current()
+        if self._validator is None:
+            # Set before reading the state again: either a settling import sees the flag (and forgets the
+            # cached resolutions), or this reads the validator it stored.
+            self._stale = True
+        return self._validator
+
+    def _current(self):
+        """The validator, adopting a module the caller has imported meanwhile; imports nothing."""
+        if self._validator is None and self._failure is None and self._thread is None:
+            module = _imported_module()
+            if module is not None:
+                self._settle(*_inspect(module))
+        return self._validator
 
     def plane_rows(self, ctx, n: int) -> tuple[int, ...] | None:
         """The validator's verdict on the (qk, v) plane 1..n for ctx's arch and dtype, as bitmask rows
-        (bit v of row qk set = accepted); None when the validator is unavailable. Cached."""
+        (bit v of row qk set = accepted); None when the validator is not ready (warm() it first). Cached."""
         if sys.flags.optimize:
             return None
         args = (ctx.cc[0], 16 // ctx.elem_bytes, n)
         if args not in self._planes:
-            validator = self._load()
+            validator = self._current()
             if validator is None:
                 return None
             remember(self._planes, args, self._plane(validator, *args), limit=64)
@@ -105,17 +130,38 @@ class FA4HeadDimProbe(Probe):
                 rows[qk] |= 1 << v
         return tuple(rows)
 
+    def installed_version(self) -> str | None:
+        if self._version is None:
+            self._version = (super().installed_version(),)
+        return self._version[0]
+
     def status(self) -> str:
         if self.installed_version() is None:
             return f"{self.package} not installed: no opinion"
         if sys.flags.optimize:
             return "python -O strips the validator's asserts: no opinion"
-        validator = self._load()
-        return f"ready: {MODULE}.{FUNCTION} ({self.package} {self.installed_version()})" if validator else \
-            f"unavailable: {self.unavailable_reason()}"
+        if self._current() is not None:
+            return f"ready: {MODULE}.{FUNCTION} ({self.package} {self.installed_version()})"
+        return f"unavailable: {self.unavailable_reason()}"
 
     def unavailable_reason(self) -> str:
-        return self._failure or self._pending or ("python -O strips asserts" if sys.flags.optimize else "")
+        """Why the validator does not answer (now); empty when it does."""
+        if sys.flags.optimize:
+            return "python -O strips asserts"
+        if self._validator is not None:
+            return ""
+        if self._failure is not None:
+            return self._failure
+        if self._thread is not None:
+            return f"importing {MODULE} is still running (in the background, started by warm()): " \
+                   "the table answers until it finishes"
+        version = self.installed_version()
+        head = f"not asked: {MODULE} is not imported, and a resolve does not import it"
+        if version in CHECKED:
+            return (f"{head}; the packaged table already equals the validator of {self.package} {version} (checked "
+                    f"over head dims 1..576, known issues aside); to ask it anyway: {HOW_TO_WARM}")
+        return (f"{head}; the table was not checked against the validator of {self.package} {version}: to ask it, "
+                f"{HOW_TO_WARM}")
 
     def _call(self, validator, args) -> ProbeVerdict:
         qk, v, cc, alignment = args
@@ -130,63 +176,74 @@ class FA4HeadDimProbe(Probe):
             return self.verdict(None, f"{call} returned {returned!r}; expected None (accept) or an AssertionError")
         return self.verdict(True, f"{call} accepted")
 
-    def _load(self):
-        """The validator; the import runs once in the background and is waited for once.
+    # ---- warming: the only place FA4 gets imported ----------------------------------------------
 
-        A failed import is remembered; a slow one gives no opinion until it finishes.
-        """
+    def warm(self, *, block: bool = True, timeout: float | None = None) -> bool | None:
+        """Import FA4's interface (preflight first) in a background thread, once; wait at most `timeout`
+        seconds (default ATTNCAP_PROBE_TIMEOUT) when `block`. True ready, False unavailable, None importing."""
+        if sys.flags.optimize or self.installed_version() is None:
+            return False  # check() gives no opinion whatever is imported
+        if self._current() is None and self._failure is None:
+            with self._lock:
+                if self._thread is None and self._validator is None and self._failure is None:
+                    self._thread = threading.Thread(target=self._import, name="attncap-fa4-import", daemon=True)
+                    self._thread.start()
+                thread = self._thread
+            if block and thread is not None:
+                thread.join(timeout_setting() if timeout is None else timeout)
+        return True if self._validator is not None else False if self._failure is not None else None
+
+    def _settle(self, validator=None, failure: str | None = None) -> None:
+        """The import's outcome, once; forget the cached resolutions when a "not ready" answer was given."""
         with self._lock:
             if self._validator is not None or self._failure is not None:
-                return self._validator
-            first = self._thread is None
-            if first:
-                self._thread = threading.Thread(target=self._import, name="attncap-fa4-import", daemon=True)
-                self._thread.start()
-            thread = self._thread
-        timeout = float(os.environ.get(IMPORT_TIMEOUT_ENV, "60")) if first else 0.0
-        thread.join(timeout)
-        if thread.is_alive():
-            self._pending = f"importing {MODULE} is still running (waited {timeout:g}s)"
-            return None
-        return self._validator
-
-    def _set_failure(self, message: str) -> None:
-        with self._lock:
-            self._failure = message
+                return
+            self._validator, self._failure = validator, failure
+            stale = self._stale
+        if stale:
+            probes_changed()
 
     def _import(self) -> None:
         try:
-            self._import_checked()
-        except BaseException as exc:  # a lazy module's __getattr__, anything else: no opinion, never a dead thread
-            self._set_failure(f"inspecting {MODULE} failed: {type(exc).__name__}: {exc}")
+            fault = _preflight()
+            if fault:
+                self._settle(failure=fault)
+                return
+            try:
+                module = importlib.import_module(MODULE)
+            except BaseException as exc:  # ImportError, a CUDA/triton failure, SystemExit from a plugin...
+                self._settle(failure=f"cannot import {MODULE}: {type(exc).__name__}: {exc}")
+                return
+            self._settle(*_inspect(module))
+        except BaseException as exc:  # anything else: no opinion, never a dead thread
+            self._settle(failure=f"inspecting {MODULE} failed: {type(exc).__name__}: {exc}")
 
-    def _import_checked(self) -> None:
-        fault = _preflight()
-        if fault:
-            self._set_failure(fault)
-            return
-        try:
-            module = importlib.import_module(MODULE)
-        except BaseException as exc:  # ImportError, a CUDA/triton failure, SystemExit from a plugin...
-            self._set_failure(f"cannot import {MODULE}: {type(exc).__name__}: {exc}")
-            return
+
+def _imported_module():
+    """MODULE when it is imported (fully: not while another thread is still executing it), else None."""
+    module = sys.modules.get(MODULE)
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
+
+
+def _inspect(module) -> tuple:
+    """(validator, None) when the module's FUNCTION is what the probe expects, else (None, the reason)."""
+    try:
         validator = getattr(module, FUNCTION, None)
-        if validator is None:
-            self._set_failure(f"{MODULE} has no {FUNCTION} (FA4 before 4.0.0b5, or renamed)")
-            return
-        if not callable(validator):
-            self._set_failure(f"{MODULE}.{FUNCTION} is a {type(validator).__name__}, not a function")
-            return
-        try:
-            params = tuple(inspect.signature(validator).parameters)
-        except Exception as exc:
-            self._set_failure(f"cannot read the signature of {FUNCTION}: {type(exc).__name__}: {exc}")
-            return
-        if params != EXPECTED_PARAMETERS:
-            self._set_failure(f"{FUNCTION}{params} changed; expected {EXPECTED_PARAMETERS}")
-            return
-        with self._lock:
-            self._validator = validator
+    except BaseException as exc:  # a lazy module's __getattr__
+        return None, f"inspecting {MODULE} failed: {type(exc).__name__}: {exc}"
+    if validator is None:
+        return None, f"{MODULE} has no {FUNCTION} (FA4 before 4.0.0b5, or renamed)"
+    if not callable(validator):
+        return None, f"{MODULE}.{FUNCTION} is a {type(validator).__name__}, not a function"
+    try:
+        params = tuple(inspect.signature(validator).parameters)
+    except Exception as exc:
+        return None, f"cannot read the signature of {FUNCTION}: {type(exc).__name__}: {exc}"
+    if params != EXPECTED_PARAMETERS:
+        return None, f"{FUNCTION}{params} changed; expected {EXPECTED_PARAMETERS}"
+    return validator, None
 
 
 def _interface_file() -> Path | None:
@@ -242,6 +299,8 @@ def _preflight() -> str | None:
         key = None
     if key is not None and key in _passed():
         return None
+    import signal
+    import subprocess
     code = f"import sys; sys.path[:] = {sys.path!r}; import {MODULE}"
     try:
         proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

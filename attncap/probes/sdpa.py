@@ -1,7 +1,7 @@
 """Probe PyTorch's own SDPA kernel checks: torch.backends.cuda.can_use_{flash,efficient,cudnn}_attention.
 
 Only on a CUDA machine whose GPU is the queried arch, and only when torch is already
-imported (a probe must not pay torch's import on the hot path). PyTorch's reason text, which
+imported (a probe must not pay torch's import on the hot path); `attncap.probes.warm()` imports it. PyTorch's reason text, which
 it emits with debug=True as C++ warnings (to file descriptor 2, or as Python warnings), is
 captured and kept as the message, not printed.
 
@@ -18,11 +18,11 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 import threading
 import warnings
+import weakref
 
-from . import Probe, ProbeVerdict, remember
+from . import HOW_TO_WARM, Probe, ProbeVerdict, probes_changed, remember, timeout_setting
 
 PROBE_MAX_BYTES = 64 * 1024 * 1024  # the most a probe may allocate when it cannot avoid allocating
 _STDERR_LOCK = threading.Lock()  # one capture of file descriptor 2 at a time
@@ -42,10 +42,47 @@ class SDPAProbe(Probe):
         self.kernel = kernel
         self.name = f"torch-sdpa-{kernel}"
         self.reset()
+        _instances.add(self)
 
     def reset(self) -> None:
         self._results = {}
         self._gpu = None  # (cuda available, compute capability), asked of torch once
+        self._stale = False  # said "torch is not imported": forget cached resolutions once it is
+
+    def warm(self, *, block: bool = True, timeout: float | None = None) -> bool | None:
+        """Import torch (in a background thread shared by the SDPA probes, so that `timeout` holds) and ask it for
+        the device once: True = a CUDA device, False = none (no opinion) or torch cannot be imported, None = still
+        importing."""
+        torch = self._torch()
+        if torch is None:
+            thread = _start_torch_import()
+            if block and thread is not None:
+                thread.join(timeout_setting() if timeout is None else timeout)
+            torch = self._torch()
+            if torch is None:
+                return False if _torch_failure else None
+        try:
+            return self._device(torch)[0]
+        except Exception:  # a broken CUDA install: the check says so
+            return False
+
+    def _torch(self):
+        """torch when imported (fully); the first time after a "not imported" answer, cached resolutions are
+        forgotten."""
+        torch = _imported_torch()
+        if torch is not None and self._stale:
+            self._stale = False
+            probes_changed()
+        return torch
+
+    @staticmethod
+    def _not_ready() -> str:
+        if _torch_failure:
+            return _torch_failure
+        if _torch_thread is not None:
+            return "importing torch is still running (in the background, started by warm()): the table answers " \
+                   "until it finishes"
+        return f"not asked: torch is not imported, and a resolve does not import it; to ask it: {HOW_TO_WARM}"
 
     def _device(self, torch) -> tuple[bool, tuple[int, int] | None]:
         if self._gpu is None:
@@ -54,17 +91,20 @@ class SDPAProbe(Probe):
         return self._gpu
 
     def status(self) -> str:
-        torch = sys.modules.get("torch")
+        torch = _imported_torch()
         if torch is None:
-            return "answers only in processes that have imported torch, on a CUDA device"
+            return f"unavailable: {self._not_ready()}"
         if not torch.cuda.is_available():
             return "no CUDA device: no opinion"
         return f"ready: torch.backends.cuda.can_use_{self.kernel}_attention (torch {torch.__version__})"
 
     def check(self, query, ctx) -> ProbeVerdict:
-        torch = sys.modules.get("torch")
+        torch = self._torch()
         if torch is None:
-            return self.verdict(None, "torch is not imported; attncap does not import it for a probe")
+            self._stale = True  # before reading again: an import finishing meanwhile sees it, or we see torch
+            torch = self._torch()
+            if torch is None:
+                return self.verdict(None, self._not_ready())
         available, cc = self._device(torch)
         if not available:
             return self.verdict(None, "no CUDA device")
@@ -104,6 +144,54 @@ class SDPAProbe(Probe):
         return self.verdict(ok, text or f"can_use_{self.kernel}_attention -> {ok}")
 
 
+_torch_lock = threading.Lock()
+_torch_thread: threading.Thread | None = None  # the import warm() started, once per process
+_torch_failure: str | None = None
+_instances: weakref.WeakSet = weakref.WeakSet()
+
+
+def _imported_torch():
+    """torch when it is imported (fully: not while a thread is still executing it), else None."""
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
+        return None
+    return torch
+
+
+def _start_torch_import() -> threading.Thread | None:
+    global _torch_thread
+    with _torch_lock:
+        if _torch_thread is None and _torch_failure is None and _imported_torch() is None:
+            _torch_thread = threading.Thread(target=_import_torch, name="attncap-torch-import", daemon=True)
+            _torch_thread.start()
+        return _torch_thread
+
+
+def _import_torch() -> None:
+    global _torch_failure
+    try:
+        import torch  # noqa: F401  (the probes read it from sys.modules)
+    except BaseException as exc:  # a broken torch: the probes keep their "no opinion", with this reason
+        _torch_failure = f"cannot import torch: {type(exc).__name__}: {exc}"
+    stale = [p for p in list(_instances) if p._stale]
+    for p in stale:
+        p._stale = False
+    if stale:
+        probes_changed()
+
+
+def _after_fork_in_child() -> None:
+    """The import thread is not copied into the child: a half-imported torch stays half-imported there."""
+    global _torch_lock, _torch_failure
+    _torch_lock = threading.Lock()
+    if _torch_thread is not None and _torch_failure is None and _imported_torch() is None:
+        _torch_failure = "the process forked while torch was importing: no opinion in the child"
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _numel(size) -> int:
     n = 1
     for s in size:
@@ -130,6 +218,7 @@ def _unallocated(torch, base, size, dtype, *, requires_grad: bool):
 def _captured(call) -> tuple:
     """call()'s result and the reasons torch gave: C++ warnings written to file descriptor 2 (captured,
     not printed) and Python warnings. Other threads' stderr output during the call is passed on."""
+    import tempfile  # only here: a resolve that asks no probe does not pay its import
     with _STDERR_LOCK, tempfile.TemporaryFile() as sink, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sys.stderr.flush()
