@@ -388,14 +388,17 @@ def _first_resolve(arch: str, warm: bool, runs: int = 3) -> tuple[list, dict]:
     return out, out[-1]
 
 
-def _paired_wall(a: list, b: list, runs: int = 7) -> tuple[float, float]:
-    """Median wall seconds of commands a and b in fresh processes, run alternately."""
+def _paired_wall(a: list, b: list, runs: int = 7, path: str | None = None) -> tuple[float, float]:
+    """Median wall seconds of commands a and b in fresh processes, run alternately (in `path`, first on
+    PYTHONPATH, when given)."""
     env = {k: v for k, v in os.environ.items() if k not in ("ATTNCAP_PATH", "ATTNCAP_PROBES")}
+    if path:
+        env["PYTHONPATH"] = path
     ta, tb = [], []
     for _ in range(runs):
         for cmd, out in ((a, ta), (b, tb)):
             start = time.perf_counter()
-            subprocess.run(cmd, capture_output=True, env=env, timeout=300)
+            subprocess.run(cmd, capture_output=True, env=env, timeout=300, cwd=path)
             out.append(time.perf_counter() - start)
     return statistics.median(ta), statistics.median(tb)
 
@@ -423,15 +426,19 @@ def bench_first_resolve(rows: list) -> None:
                  f"{last['rss'][0]:.0f} -> {last['rss'][1]:.0f} MB; FA4 probe: {last['probe']}; the resolve is timed "
                  f"after gc.collect() ({statistics.median(r['gc'] for r in runs) * 1e3:.0f} ms: the full collection "
                  "that importing torch leaves due, paid once by any process that imports it)")
+    import tempfile
     cli = [sys.executable, "-c", "import sys; from attncap.cli import main; sys.exit(main())",
            "resolve", "--arch", "sm100", "--head-dim", "128", "--training"]
-    done = subprocess.run(cli, capture_output=True, text=True, timeout=300)
-    if done.returncode:
-        notes.append(f"attncap resolve failed ({done.returncode}): {done.stderr.strip()[-200:]}")
     load = [sys.executable, "-c", "import attncap; attncap.default_registry().compiled"]
-    wall, load_wall = _paired_wall(cli, load)
-    rows.append(("`attncap resolve --arch sm100` (CLI, wall)", wall, None, "import + load (wall)", load_wall,
-                 "<= 0.3 s"))
+    with tempfile.TemporaryDirectory() as root:  # as a wheel installs it: the snapshot, byte-compiled
+        installed_layout(root, with_snapshot=True)
+        env = dict(os.environ, PYTHONPATH=root)
+        done = subprocess.run(cli, capture_output=True, text=True, timeout=300, cwd=root, env=env)
+        if done.returncode:
+            notes.append(f"attncap resolve failed ({done.returncode}): {done.stderr.strip()[-200:]}")
+        wall, load_wall = _paired_wall(cli, load, path=root)
+    rows.append(("`attncap resolve --arch sm100` (CLI, wheel layout, wall)", wall, None, "import + load (wall)",
+                 load_wall, "<= 0.3 s"))
     rows.append(("  ... over import + load (the command's own part)", wall - load_wall, None, "", None, ""))
 
 
