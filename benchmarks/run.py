@@ -11,7 +11,8 @@ where absolute times drift (the header states the machine and its load average, 
   - import + load     vs `python -c pass`, in alternating subprocesses, attncap laid out and
     byte-compiled as its wheel installs it, with the build hook's snapshot and without (full load);
   - first resolve with flash-attn-4 installed and probes on, in a fresh process: not warmed (the default),
-    and after attncap.probes.warm(); `attncap resolve` beside `import attncap` + load (wall, alternating).
+    and after attncap.probes.warm(); `attncap resolve` beside `import attncap` + load (wall, alternating, in
+    the wheel's layout).
 Times are CPU time (process_time; user + system of a child process), except where a row says wall.
 Ratio = attncap / reference (0.2x: attncap takes a fifth of the reference's time). Without the
 package index (no TE wheel) the TE rows say so and the rest still runs.
@@ -355,14 +356,17 @@ def _first_resolve(arch: str, warm: bool, runs: int = 3) -> tuple[list, dict]:
     return out, out[-1]
 
 
-def _paired_wall(a: list, b: list, runs: int = 7) -> tuple[float, float]:
-    """Median wall seconds of commands a and b in fresh processes, run alternately."""
+def _paired_wall(a: list, b: list, runs: int = 7, path: str | None = None) -> tuple[float, float]:
+    """Median wall seconds of commands a and b in fresh processes, run alternately (in `path`, first on
+    PYTHONPATH, when given)."""
     env = {k: v for k, v in os.environ.items() if k not in ("ATTNCAP_PATH", "ATTNCAP_PROBES")}
+    if path:
+        env["PYTHONPATH"] = path
     ta, tb = [], []
     for _ in range(runs):
         for cmd, out in ((a, ta), (b, tb)):
             start = time.perf_counter()
-            subprocess.run(cmd, capture_output=True, env=env, timeout=300)
+            subprocess.run(cmd, capture_output=True, env=env, timeout=300, cwd=path)
             out.append(time.perf_counter() - start)
     return statistics.median(ta), statistics.median(tb)
 
@@ -390,14 +394,18 @@ def bench_first_resolve(rows: list) -> None:
                  f"{last['rss'][0]:.0f} -> {last['rss'][1]:.0f} MB; FA4 probe: {last['probe']}; the resolve is timed "
                  f"after gc.collect() ({statistics.median(r['gc'] for r in runs) * 1e3:.0f} ms: the full collection "
                  "that importing torch leaves due, paid once by any process that imports it)")
+    import tempfile
     cli = [sys.executable, "-c", "import sys; from attncap.cli import main; sys.exit(main())",
            "resolve", "--arch", "sm100", "--head-dim", "128", "--training"]
-    done = subprocess.run(cli, capture_output=True, text=True, timeout=300)
-    if done.returncode:
-        notes.append(f"attncap resolve failed ({done.returncode}): {done.stderr.strip()[-200:]}")
     load = [sys.executable, "-c", "import attncap; attncap.default_registry().compiled"]
-    wall, load_wall = _paired_wall(cli, load)
-    rows.append(("`attncap resolve --arch sm100` (CLI, wall)", wall, None, "import + load (wall)", load_wall,
+    with tempfile.TemporaryDirectory() as root:  # laid out and byte-compiled as the wheel installs it
+        installed_layout(root, True)
+        done = subprocess.run(cli, capture_output=True, text=True, timeout=300, cwd=root,
+                              env=dict(os.environ, PYTHONPATH=root))
+        if done.returncode:
+            notes.append(f"attncap resolve failed ({done.returncode}): {done.stderr.strip()[-200:]}")
+        wall, load_wall = _paired_wall(cli, load, path=root)
+    rows.append(("`attncap resolve --arch sm100` (CLI, wall, wheel)", wall, None, "import + load (wall)", load_wall,
                  "<= 0.3 s"))
     rows.append(("  ... over import + load (the command's own part)", wall - load_wall, None, "", None, ""))
 
