@@ -104,6 +104,20 @@ def test_resolve_with_fa4_installed_imports_nothing_and_waits_for_nothing(settin
         assert "torch is not imported" in row["sdpa"]["message"] and "warm()" in row["sdpa"]["message"]
 
 
+@needs_fa4
+def test_a_caller_that_imported_torch_gets_the_sdpa_probe_and_still_no_fa4_import():
+    out = run_script("""
+        import torch  # the caller's own import
+        events.clear()  # torch's own threads are not attncap's
+        r = resolve(AttentionQuery(arch="sm100", head_dim_qk=128), Environment.detect().replace(arch="sm100"))
+        out["rows"] = [r.decision("flash-attn-4").probe.as_dict(), r.decision("torch-sdpa-flash").probe.as_dict()]
+    """)
+    fa4, sdpa = out["rows"]
+    assert out["flash_attn"] == [] and not [e for e in out["events"] if "attncap" in e or "subprocess" in e]
+    assert fa4["supported"] is None and "flash_attn.cute.interface is not imported" in fa4["message"]
+    assert "torch is not imported" not in sdpa["message"]  # asked: torch answers (no CUDA device on CPU)
+
+
 def test_an_unchecked_version_says_the_table_was_not_checked(tmp_path):
     site = fake_fa4_site(tmp_path, GOOD, version="4.0.0b99")
     out = run_script("""

@@ -271,19 +271,29 @@ def _installed_version(probe: Probe) -> str | None:
     return _installed[probe.name]
 
 
-_warmed_on_use = False  # ATTNCAP_PROBES=warm has warmed the probes once in this process
+_warmed_on_use = False  # ATTNCAP_PROBES=warm has started warming the probes in this process
+_warm_on_use_lock = threading.Lock()
+renew_after_fork(globals(), "_warm_on_use_lock")
 
 
 def enabled(value: str | None) -> bool:
     """Whether ATTNCAP_PROBES (its raw value) leaves the probes on; with `warm`, the first call in a process
-    warms them (blocking, at most ATTNCAP_PROBE_TIMEOUT). SettingError on a value it does not understand."""
+    warms them (blocking, at most ATTNCAP_PROBE_TIMEOUT). SettingError on a value it does not understand.
+
+    Concurrent first calls: one starts the imports and waits for them; the others go on once the imports
+    have started (their probes say the import is running), as they would on any later call."""
     global _warmed_on_use
     if value is None:
         return True
     mode = probes_mode(value, ENV_PROBES)
     if mode == WARM and not _warmed_on_use:
-        _warmed_on_use = True  # once: a slow import is waited for once, then finishes in the background
-        warm()
+        first = False
+        with _warm_on_use_lock:
+            if not _warmed_on_use:
+                warm(block=False)  # start every import before anyone may ask
+                _warmed_on_use = first = True
+        if first:
+            warm()  # once: a slow import is waited for once, then finishes in the background
     return mode != "off"
 
 
