@@ -145,24 +145,19 @@ class View:
                 every |= reads
                 issue_parts.append(_Part(reads, _Issues(*zip(*group)).first))
         set_(self, "_issues", tuple(issue_parts))
-        set_(self, "key", _key_of(every | {"features"}))  # features: which feature rules are asked at all
+        whole = _Part(every | {"features"}, self._evaluate)  # features: which feature rules are asked at all
+        set_(self, "_whole", whole)
+        set_(self, "memo", whole.memo)  # the resolver looks a query's key up here first
+        set_(self, "key", whole.key)
 
     def outcome(self, q: Query, c: Ctx) -> Outcome:
         """The static verdict on `q` (memoised)."""
-        key = self.key(q)
-        found = self.memo.get(key)
-        if found is None:
-            found = self._evaluate(q, c)
-            if len(self.memo) >= MEMO_SIZE:
-                self.memo.clear()
-            self.memo[key] = found
-        return found
+        return self._whole.get(q, c)
 
     def forget(self) -> None:
         """Drop every memoised verdict (benchmarks: each query evaluated afresh)."""
-        for part in (self._support, *self._issues, *self._features.values()):
+        for part in (self._whole, self._support, *self._issues, *self._features.values()):
             part.memo.clear()
-        self.memo.clear()
 
     def _evaluate(self, q: Query, c: Ctx) -> Outcome:
         rule = self._support.get(q, c)
