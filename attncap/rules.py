@@ -416,6 +416,9 @@ _VERSION_FIELDS = frozenset({"versions", "cudnn", "transformer_engine"})
 _DECIDED_BY_VIEW = _TARGET_FIELDS | _VERSION_FIELDS
 
 
+MAX_VIEWS = 256  # views a backend keeps (each with memos of views.MEMO_SIZE verdicts per part): memory stays bounded
+
+
 @dataclass(frozen=True)
 class CompiledBackend:
     id: str
@@ -450,7 +453,7 @@ class CompiledBackend:
             view = self.shared.get(content)
             if view is None:
                 view = self.shared.setdefault(content, View(support, features, issues, installed))
-            if len(self.views) > 1024:
+            if len(self.views) > MAX_VIEWS:
                 self.views.clear()
                 self.shared.clear()
             self.views[key] = view
