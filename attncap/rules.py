@@ -416,6 +416,7 @@ _VERSION_FIELDS = frozenset({"versions", "cudnn", "transformer_engine"})
 _DECIDED_BY_VIEW = _TARGET_FIELDS | _VERSION_FIELDS
 
 
+_SUPPORT, _ISSUES = object(), object()  # where a rule of a target belongs, beside the feature names
 MAX_VIEWS = 256  # views a backend keeps (each with memos of views.MEMO_SIZE verdicts per part): memory stays bounded
 
 
@@ -433,6 +434,7 @@ class CompiledBackend:
     checked: dict = field(default_factory=dict, compare=False)  # package -> CheckedSpan (models)
     targets: dict = field(default_factory=dict, compare=False)  # (arch, dtype, training) -> rules on that target
     shared: dict = field(default_factory=dict, compare=False)  # a View's rules -> the View (one per content)
+    assessed: dict = field(default_factory=dict, compare=False)  # Environment -> its coverage.Coverage
 
     def view(self, q: Query, c: Ctx) -> View:
         """The rules that can apply to queries of q's dtype and pass on c's arch and versions.
@@ -442,17 +444,21 @@ class CompiledBackend:
         key = (c.arch, c.version, c.cudnn, c.te, q.dtype, q.training)
         view = self.views.get(key)
         if view is None:
-            support, features, issues = self._on_target(q, c)
-            support = narrow(support, q, c)
-            features = {f: narrow(r, q, c) for f, r in features.items()}
-            issues = narrow(issues, q, c)
             installed = c.version is not None
-            # A rule's query checks read the Ctx only for the element size (alignment); rest rules are unique per rule.
-            content = (c.elem_bytes, installed, tuple(map(id, support)), tuple(map(id, issues) if installed else ()),
-                       tuple((f, tuple(map(id, r))) for f, r in features.items()))
+            kept = narrow(self._on_target(q, c), q, c)  # (where, rule) in a fixed order: where is _SUPPORT,
+            # a feature's name or _ISSUES, and each rule is one rule's own query part (rules.Split.rest)
+            if not installed:
+                kept = [(where, r) for where, r in kept if where is not _ISSUES]
+            # A rule's query checks read the Ctx only for the element size (alignment).
+            content = (c.elem_bytes, installed, *(id(r) for _, r in kept))
             view = self.shared.get(content)
             if view is None:
-                view = self.shared.setdefault(content, View(support, features, issues, installed))
+                parts: dict = {}
+                for where, r in kept:
+                    parts.setdefault(where, []).append(r)
+                view = self.shared.setdefault(content, View(
+                    tuple(parts.get(_SUPPORT, ())), {f: tuple(parts.get(f, ())) for f in self.features},
+                    tuple(parts.get(_ISSUES, ())), installed))
             if len(self.views) > MAX_VIEWS:
                 self.views.clear()
                 self.shared.clear()
@@ -470,12 +476,14 @@ class CompiledBackend:
         return None if any(_rule_archs(r) is None for r in self.support) else self.named_archs
 
     def _on_target(self, q: Query, c: Ctx) -> tuple:
+        """(where, Split) of every rule whose arch, dtype and pass checks hold for q's dtype and pass on c's arch."""
         key = (c.arch, q.dtype, q.training)
         found = self.targets.get(key)
         if found is None:
-            found = self.targets.setdefault(key, (on_target(self.support, q, c),
-                                                  {f: on_target(r, q, c) for f, r in self.features.items()},
-                                                  on_target(self.known_issues, q, c)))
+            rules = [(_SUPPORT, r) for r in self.support]
+            rules += [(name, r) for name, rs in self.features.items() for r in rs]
+            rules += [(_ISSUES, r) for r in self.known_issues]
+            found = self.targets.setdefault(key, on_target(rules, q, c))
         return found
 
 

@@ -205,28 +205,27 @@ class View:
         return None
 
 
-def on_target(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> tuple[CompiledRule, ...]:
-    """The rules whose arch, dtype and pass checks hold."""
+def on_target(rules: list[tuple[Any, CompiledRule]], q: Query, c: Ctx) -> tuple:
+    """(where, its Split) of the (where, rule) pairs whose rule's arch, dtype and pass checks hold."""
     arch, dtype, training = c.arch, q.dtype, q.training
     out = []
-    for r in rules:
+    for where, r in rules:
         archs, dtypes, trainings = r.target
         if (archs is None or arch in archs) and (dtypes is None or dtype in dtypes) and \
                 (trainings is None or training in trainings):
-            out.append(r)
+            out.append((where, r.split()))
     return tuple(out)
 
 
-def narrow(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> tuple[CompiledRule, ...]:
-    """Of rules on the target, those whose version checks hold (the package's own dropped when it is not
-    installed), without any view-level check."""
+def narrow(splits: tuple, q: Query, c: Ctx) -> list[tuple[Any, CompiledRule]]:
+    """(where, rule without its view-level checks) of the (where, Split) pairs on a target whose version
+    checks hold (the package's own dropped when it is not installed)."""
     out = []
     installed = c.version is not None
-    for r in rules:
-        split = r.split()
+    for where, split in splits:
         for ch in split.versions if installed else split.unversioned:
             if not ch.test(q, c):
                 break
         else:
-            out.append(split.rest)
-    return tuple(out)
+            out.append((where, split.rest))
+    return out

@@ -142,6 +142,7 @@ def _fresh_caches(plans: bool, memos: bool = False) -> None:
                 b.views.clear()
                 b.targets.clear()
                 b.shared.clear()
+                b.assessed.clear()
     if plans:
         resolver._plans.clear()
 
