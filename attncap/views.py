@@ -165,11 +165,7 @@ class View:
         for alternatives in q.features:
             if not self.feature_ok(alternatives, q, c):
                 missing += (alternatives,)
-        issue = None
-        for part in self._issues:
-            issue = part.get(q, c)
-            if issue is not None:
-                break
+        issue = self.known_issue(q, c)  # none when not installed: no issue parts then
         return Outcome(rule, missing, issue, self.installed and rule is not None and not missing and issue is None)
 
     def _first_support(self, q: Query, c: Ctx) -> CompiledRule | None:
