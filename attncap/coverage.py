@@ -35,8 +35,20 @@ class Coverage(NamedTuple):
     transformer_engine: str | None = None  # the transformer-engine version the rules see (None: not installed)
 
 
+CACHE_SIZE = 4096  # environments a backend keeps its coverage for
+
+
 def assess(b, env) -> Coverage:
-    """The coverage of backend `b` (compiled) in `env`."""
+    """The coverage of backend `b` (compiled) in `env`, kept on `b` per environment (it reads nothing else)."""
+    found = b.assessed.get(env)
+    if found is None:
+        if len(b.assessed) >= CACHE_SIZE:
+            b.assessed.clear()
+        found = b.assessed.setdefault(env, _assess(b, env))
+    return found
+
+
+def _assess(b, env) -> Coverage:
     version, cudnn, te = env.version(b.package), env.cudnn, env.version(TRANSFORMER_ENGINE)
     packages = dict.fromkeys((b.package, *b.checked))
     notes: list[Reason] = []

@@ -461,7 +461,7 @@ def _plan(registry, arch, query, env, prefer, disable, force, profile=None) -> _
             entries.append(_Entry(name))
         else:
             b = compiled[name]
-            cov = _assessed(b, env)
+            cov = coverage.assess(b, env)
             ctx = _ctx(b, env, arch, elem_bytes, cc, cov)
             cov = None if cov.outcome == "supported" and not cov.notes else cov
             installed = ctx.version is not None
@@ -473,16 +473,6 @@ def _plan(registry, arch, query, env, prefer, disable, force, profile=None) -> _
         _plans.clear()
     _plans[key] = plan
     return plan
-
-
-def _assessed(b: CompiledBackend, env: Environment):
-    """coverage.assess(b, env), once per environment (it reads nothing else)."""
-    cov = b.assessed.get(env)
-    if cov is None:
-        if len(b.assessed) >= CACHE_SIZE:
-            b.assessed.clear()
-        cov = b.assessed.setdefault(env, coverage.assess(b, env))
-    return cov
 
 
 def _ctx(b: CompiledBackend, env: Environment, arch: str, elem_bytes: int, cc, cov=None) -> Ctx:

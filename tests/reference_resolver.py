@@ -30,7 +30,7 @@ def reference_resolve(query, env, registry, *, prefer=(), disable=(), force=None
             decisions.append(Decision(name, False, "disabled", reasons=_FORCED if force else _DISABLED))
             continue
         b = compiled[name]
-        cov = _assess(b, env)
+        cov = coverage.assess(b, env)
         c = _ctx(b, env, arch, vocab.dtypes[query.dtype].bytes, vocab.cc(arch), cov)
         d = evaluate_plainly(b, query, c)
         installed = c.version is not None
@@ -42,17 +42,6 @@ def reference_resolve(query, env, registry, *, prefer=(), disable=(), force=None
             d = _conflicted(d, conflicts[c.package])
         decisions.append(d)
     return Resolution(query, env, arch, tuple(decisions), force)
-
-
-_assessed: dict = {}
-
-
-def _assess(b, env):
-    """coverage.assess, once per (backend, environment): the fast path does not change it."""
-    key = (id(b), env)
-    if key not in _assessed:
-        _assessed[key] = (b, coverage.assess(b, env))  # b kept: its id stays its own
-    return _assessed[key][1]
 
 
 def evaluate_plainly(b, q, c) -> Decision:

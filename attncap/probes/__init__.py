@@ -257,9 +257,7 @@ def _warm_one(probe: Probe, *, block: bool, timeout: float) -> bool | None:
     return state if state in (True, False, None) else bool(state)
 
 
-def _all_names() -> list[str]:
-    _load_builtin_and_entry_points()
-    return sorted(_probes)
+_all_names = names  # for warm(), whose parameter `names` hides names()
 
 
 def _installed_version(probe: Probe) -> str | None:
