@@ -317,17 +317,15 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
             continue
         # View.outcome, its memo looked up inline (this loop is the hot path)
         outcome = view.memo.get(view.key(query)) or view.outcome(query, entry.ctx)
+        supported = outcome.supported and entry.gate and not (deny and entry.unverified)
         if probes and entry.probed:
             verdict = probe_registry.judge(entry.b, query, entry.ctx, env)
             provisional = provisional or (verdict is not None and verdict.provisional)
             if _has_opinion(entry.b, verdict):  # the probe may overrule the table: decided now, in full
                 outcome = _finish(_probed_decision(entry.b, query, entry.ctx, view, outcome, verdict), entry, policy)
-                outcomes.append(outcome)
-                if outcome.supported and selected is None:
-                    selected = entry.name
-                continue
-            outcome = _Probed(outcome, verdict)  # no opinion: the table decides; the Decision is built when read
-        supported = outcome.supported and entry.gate and not (deny and entry.unverified)
+                supported = outcome.supported
+            else:  # no opinion: the table decides; the Decision is built when read
+                outcome = _Probed(outcome, verdict)
         outcomes.append(outcome)
         if supported and selected is None:
             selected = entry.name
@@ -340,10 +338,6 @@ class _Probed(NamedTuple):
 
     static: Outcome
     verdict: object  # ProbeVerdict | None
-
-    @property
-    def supported(self) -> bool:
-        return self.static.supported
 
 
 def _decision(entry, query, outcome, policy: str, force) -> Decision:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -186,6 +187,14 @@ def _entry_points() -> list:
         except Exception as exc:
             log.warning("attncap: skipping a distribution with unreadable metadata (%s): %s: %s",
                         getattr(dist, "_path", "?"), type(exc).__name__, exc)
+    return found
+
+
+def imported(module: str):
+    """sys.modules[module] when it is imported fully (not while a thread is still executing it), else None."""
+    found = sys.modules.get(module)
+    if found is None or getattr(getattr(found, "__spec__", None), "_initializing", False):
+        return None
     return found
 
 

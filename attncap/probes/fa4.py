@@ -32,7 +32,7 @@ import threading
 import weakref
 from pathlib import Path
 
-from . import HOW_TO_WARM, Probe, ProbeVerdict, probes_changed, remember, timeout_setting
+from . import HOW_TO_WARM, Probe, ProbeVerdict, imported, probes_changed, remember, timeout_setting
 
 MODULE = "flash_attn.cute.interface"
 FUNCTION = "_validate_head_dims"
@@ -100,7 +100,7 @@ class FA4HeadDimProbe(Probe):
     def _current(self):
         """The validator, adopting a module the caller has imported meanwhile; imports nothing."""
         if self._validator is None and self._failure is None and self._thread is None:
-            module = _imported_module()
+            module = imported(MODULE)
             if module is not None:
                 self._settle(*_inspect(module))
         return self._validator
@@ -217,14 +217,6 @@ class FA4HeadDimProbe(Probe):
             self._settle(*_inspect(module))
         except BaseException as exc:  # anything else: no opinion, never a dead thread
             self._settle(failure=f"inspecting {MODULE} failed: {type(exc).__name__}: {exc}")
-
-
-def _imported_module():
-    """MODULE when it is imported (fully: not while another thread is still executing it), else None."""
-    module = sys.modules.get(MODULE)
-    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
-        return None
-    return module
 
 
 def _inspect(module) -> tuple:

@@ -22,7 +22,7 @@ import threading
 import warnings
 import weakref
 
-from . import HOW_TO_WARM, Probe, ProbeVerdict, probes_changed, remember, timeout_setting
+from . import HOW_TO_WARM, Probe, ProbeVerdict, imported, probes_changed, remember, timeout_setting
 
 PROBE_MAX_BYTES = 64 * 1024 * 1024  # the most a probe may allocate when it cannot avoid allocating
 _STDERR_LOCK = threading.Lock()  # one capture of file descriptor 2 at a time
@@ -69,7 +69,7 @@ class SDPAProbe(Probe):
     def _torch(self):
         """torch when imported (fully); the first time after a "not imported" answer, cached resolutions are
         forgotten."""
-        torch = _imported_torch()
+        torch = imported("torch")
         if torch is not None and self._stale:
             self._stale = False
             probes_changed()
@@ -91,7 +91,7 @@ class SDPAProbe(Probe):
         return self._gpu
 
     def status(self) -> str:
-        torch = _imported_torch()
+        torch = imported("torch")
         if torch is None:
             return f"unavailable: {self._not_ready()}"
         if not torch.cuda.is_available():
@@ -150,18 +150,10 @@ _torch_failure: str | None = None
 _instances: weakref.WeakSet = weakref.WeakSet()
 
 
-def _imported_torch():
-    """torch when it is imported (fully: not while a thread is still executing it), else None."""
-    torch = sys.modules.get("torch")
-    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
-        return None
-    return torch
-
-
 def _start_torch_import() -> threading.Thread | None:
     global _torch_thread
     with _torch_lock:
-        if _torch_thread is None and _torch_failure is None and _imported_torch() is None:
+        if _torch_thread is None and _torch_failure is None and imported("torch") is None:
             _torch_thread = threading.Thread(target=_import_torch, name="attncap-torch-import", daemon=True)
             _torch_thread.start()
         return _torch_thread
@@ -184,7 +176,7 @@ def _after_fork_in_child() -> None:
     """The import thread is not copied into the child: a half-imported torch stays half-imported there."""
     global _torch_lock, _torch_failure
     _torch_lock = threading.Lock()
-    if _torch_thread is not None and _torch_failure is None and _imported_torch() is None:
+    if _torch_thread is not None and _torch_failure is None and imported("torch") is None:
         _torch_failure = "the process forked while torch was importing: no opinion in the child"
 
 
