@@ -9,7 +9,6 @@ only the issues whose guard admits its value. Built and kept by rules.CompiledBa
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
@@ -102,7 +101,6 @@ def _no_key(q: Query) -> None:
     return None
 
 
-@dataclass(frozen=True)
 class View:
     """A backend's rules that can apply on one arch at given versions, with the arch and version
     checks already decided: the hot path evaluates only what depends on the query.
@@ -114,41 +112,34 @@ class View:
     new as a whole but not in each part costs a lookup per part.
     """
 
-    support: tuple[CompiledRule, ...]
-    features: dict[str, tuple[CompiledRule, ...]]
-    known_issues: tuple[CompiledRule, ...]
-    installed: bool = True  # the backend's package is installed (else no known issue applies)
-    always: frozenset = frozenset()  # features with a rule that has no query-dependent check left
-    memo: dict = field(default_factory=dict, compare=False)  # key(q) -> Outcome
-
-    def __post_init__(self):
-        set_ = object.__setattr__
-        support_reads = frozenset().union(*(r.split().reads for r in self.support))
-        set_(self, "_support", _Part(support_reads, self._first_support))
+    def __init__(self, support: tuple[CompiledRule, ...], features: dict[str, tuple[CompiledRule, ...]],
+                 known_issues: tuple[CompiledRule, ...], installed: bool = True):
+        self.support, self.features, self.known_issues = support, features, known_issues
+        self.installed = installed  # the backend's package is installed (else no known issue applies)
+        support_reads = frozenset().union(*(r.split().reads for r in support))
+        self._support = _Part(support_reads, self._first_support)
         every = set(support_reads)
         always = []
-        for name, rules in self.features.items():
+        for name, rules in features.items():
             for r in rules:
                 every |= r.split().reads
             if any(not r.checks for r in rules):
                 always.append(name)
-        set_(self, "always", frozenset(always))
-        set_(self, "_features", {})  # feature name -> _Part, made when a query first asks for that feature
+        self.always = frozenset(always)  # features with a rule that has no query-dependent check left
+        self._features: dict = {}  # feature name -> _Part, made when a query first asks for that feature
         # Known issues in two parts: those that read the sequence lengths, which change from batch to
         # batch, are memoised apart, so that a new length does not evaluate the others again.
         issue_parts = []
-        splits = [issue.split() for issue in self.known_issues] if self.installed else []
+        splits = [issue.split() for issue in known_issues] if installed else []
         for volatile in (False, True):
-            group = [(i, sp) for i, sp in zip(self.known_issues, splits) if bool(sp.reads & _VOLATILE) == volatile]
+            group = [(i, sp) for i, sp in zip(known_issues, splits) if bool(sp.reads & _VOLATILE) == volatile]
             if group:
                 reads = frozenset().union(*(sp.reads for _, sp in group))
                 every |= reads
                 issue_parts.append(_Part(reads, _Issues(*zip(*group)).first))
-        set_(self, "_issues", tuple(issue_parts))
-        whole = _Part(every | {"features"}, self._evaluate)  # features: which feature rules are asked at all
-        set_(self, "_whole", whole)
-        set_(self, "memo", whole.memo)  # the resolver looks a query's key up here first
-        set_(self, "key", whole.key)
+        self._issues = tuple(issue_parts)
+        self._whole = _Part(every | {"features"}, self._evaluate)  # features: which feature rules are asked at all
+        self.memo, self.key = self._whole.memo, self._whole.key  # the resolver looks a query's key up here first
 
     def outcome(self, q: Query, c: Ctx) -> Outcome:
         """The static verdict on `q` (memoised)."""
