@@ -447,8 +447,6 @@ class CompiledBackend:
             installed = c.version is not None
             kept = narrow(self._on_target(q, c), q, c)  # (where, rule) in a fixed order: where is _SUPPORT,
             # a feature's name or _ISSUES, and each rule is one rule's own query part (rules.Split.rest)
-            if not installed:
-                kept = [(where, r) for where, r in kept if where is not _ISSUES]
             # A rule's query checks read the Ctx only for the element size (alignment).
             content = (c.elem_bytes, installed, *(id(r) for _, r in kept))
             view = self.shared.get(content)
