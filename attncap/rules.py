@@ -463,6 +463,14 @@ class CompiledBackend:
             self.views[key] = view
         return view
 
+    def forget(self, *, views: bool = True) -> None:
+        """Drop what evaluation kept: every View's memos, and with `views` the Views, targets and coverage too."""
+        for view in self.views.values():
+            view.forget()
+        if views:
+            for kept in (self.views, self.shared, self.targets, self.assessed):
+                kept.clear()
+
     @functools.cached_property
     def named_archs(self) -> frozenset:
         """The archs its support rules name."""

@@ -136,13 +136,7 @@ def _fresh_caches(plans: bool, memos: bool = False) -> None:
     resolver._cache.clear()
     if plans or memos:
         for b in attncap.default_registry().compiled.values():
-            for view in b.views.values():
-                view.forget()
-            if plans:
-                b.views.clear()
-                b.targets.clear()
-                b.shared.clear()
-                b.assessed.clear()
+            b.forget(views=plans)
     if plans:
         resolver._plans.clear()
 
