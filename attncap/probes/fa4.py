@@ -69,7 +69,6 @@ class FA4HeadDimProbe(Probe):
             self._validator = None
             self._failure: str | None = None
             self._stale = False  # a "not ready" verdict was given: becoming ready must forget cached resolutions
-            self._version: tuple[str | None] | None = None  # (installed version,), looked up once
             self._results: dict[tuple, ProbeVerdict] = {}
             self._planes: dict[tuple, tuple[int, ...]] = {}
 
@@ -129,11 +128,6 @@ class FA4HeadDimProbe(Probe):
                     continue
                 rows[qk] |= 1 << v
         return tuple(rows)
-
-    def installed_version(self) -> str | None:
-        if self._version is None:
-            self._version = (super().installed_version(),)
-        return self._version[0]
 
     def status(self) -> str:
         if self.installed_version() is None:
