@@ -141,20 +141,29 @@ def _fresh_caches(plans: bool, memos: bool = False) -> None:
         resolver._plans.clear()
 
 
+def _other_lengths(q: AttentionQuery) -> AttentionQuery:
+    """The same configuration at other sequence lengths (what the next batch of a framework may ask)."""
+    if q.seqlen_q is None:
+        return q
+    return q.replace(seqlen_q=q.seqlen_q + 7, seqlen_kv=q.seqlen_kv + 7)
+
+
 def attncap_times(items, rounds: int, *, cold: bool, memos: bool = True) -> tuple[list, list]:
     """Per-call seconds over `rounds` passes; and, when cold, those of the calls that built a plan.
 
-    Every call is a resolution-cache miss. cold: plans, views and outcome memos forgotten before each
-    pass (each call as the first of its arch, dtype, pass and environment). Else plans are warm, and
-    `memos` says whether the outcome memos are too (each shape seen before, as with a framework's varying
-    sequence lengths) or forgotten before each pass (each configuration's rules evaluated afresh)."""
+    Every call is a resolution-cache miss, and no configuration timed was resolved before in its pass:
+    every outcome memo is forgotten before each pass. cold: plans and views too (each call as the first
+    of its arch, dtype, pass and environment). Else the plans are built first by resolving each
+    configuration at other sequence lengths, and `memos` says whether what that left in the memos is
+    kept (each shape seen before at other lengths, as with a framework's varying batches) or forgotten
+    too (each configuration's rules evaluated afresh)."""
     from attncap import resolver
     samples, planned = [], []
     for _ in range(rounds):
-        _fresh_caches(plans=cold, memos=not memos)
+        _fresh_caches(plans=cold, memos=True)
         if not cold:
             for _c, _d, _p, q, env in items:
-                resolve(q, env, probes=False)
+                resolve(_other_lengths(q), env, probes=False)
             _fresh_caches(plans=False, memos=not memos)
         for _c, _d, _p, q, env in items:
             before = len(getattr(resolver, "_plans", ()))
