@@ -17,16 +17,16 @@ from __future__ import annotations
 
 
 class Record:
-    """One validated model's fields, read-only. Subclasses (one per model name) come from `kind`."""
+    """One validated model's fields, read-only. Subclasses (one per model name, the class's name) come
+    from `kind`; the name is not an attribute, so no field can hide it."""
 
     __slots__ = ("__dict__",)
-    kind = "Record"
 
     def __setattr__(self, name, value):
-        raise AttributeError(f"{self.kind} is frozen (validated data): use model_copy(update=...)")
+        raise AttributeError(f"{type(self).__name__} is frozen (validated data): use model_copy(update=...)")
 
     def __delattr__(self, name):
-        raise AttributeError(f"{self.kind} is frozen (validated data)")
+        raise AttributeError(f"{type(self).__name__} is frozen (validated data)")
 
     def __eq__(self, other):
         if type(other) is not type(self):
@@ -34,17 +34,17 @@ class Record:
         return self.__dict__ == other.__dict__
 
     def __hash__(self):
-        return hash((self.kind, *self.__dict__.values()))  # fails on list fields, as a frozen model's does
+        return hash((type(self).__name__, *self.__dict__.values()))  # fails on list fields, as a frozen model's does
 
     def __repr__(self) -> str:
-        return f"{self.kind}({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
 
     def __reduce__(self):
-        return make, (self.kind, dict(self.__dict__))
+        return make, (type(self).__name__, dict(self.__dict__))
 
     def model_copy(self, *, update: dict | None = None) -> Record:
         """A copy with some fields replaced (no validation, as pydantic's model_copy)."""
-        return make(self.kind, {**self.__dict__, **(update or {})})
+        return make(type(self).__name__, {**self.__dict__, **(update or {})})
 
     def model_dump(self) -> dict:
         """The fields as plain dicts and lists, nested records included (pydantic's default model_dump)."""
@@ -68,7 +68,7 @@ def kind(name: str) -> type[Record]:
     """The Record class for model `name` (one per name, made on first use)."""
     cls = _KINDS.get(name)
     if cls is None:
-        cls = _KINDS[name] = type(name, (Record,), {"__slots__": (), "kind": name, "__module__": __name__})
+        cls = _KINDS[name] = type(name, (Record,), {"__slots__": (), "__module__": __name__})
     return cls
 
 
