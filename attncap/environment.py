@@ -228,7 +228,7 @@ _dist_index: dict | None = None
 
 def _normalised_dist(name: str) -> str:
     import re
-    return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
+    return re.sub(r"[-_.]+", "_", name).lower()
 
 
 def _quick_version(name: str):
