@@ -22,6 +22,7 @@ import threading
 import warnings
 import weakref
 
+from ..forking import renew_after_fork
 from . import HOW_TO_WARM, Probe, ProbeVerdict, imported, probes_changed, remember, timeout_setting
 
 PROBE_MAX_BYTES = 64 * 1024 * 1024  # the most a probe may allocate when it cannot avoid allocating
@@ -145,6 +146,7 @@ class SDPAProbe(Probe):
 
 
 _torch_lock = threading.Lock()
+renew_after_fork(globals(), "_torch_lock")
 _torch_thread: threading.Thread | None = None  # the import warm() started, once per process
 _torch_failure: str | None = None
 _instances: weakref.WeakSet = weakref.WeakSet()
@@ -174,8 +176,7 @@ def _import_torch() -> None:
 
 def _after_fork_in_child() -> None:
     """The import thread is not copied into the child: a half-imported torch stays half-imported there."""
-    global _torch_lock, _torch_failure
-    _torch_lock = threading.Lock()
+    global _torch_failure
     if _torch_thread is not None and _torch_failure is None and imported("torch") is None:
         _torch_failure = "the process forked while torch was importing: no opinion in the child"
 
