@@ -474,10 +474,10 @@ HANG = textwrap.dedent("""
 
 
 def test_a_hanging_probe_import_is_waited_for_once(tmp_path):
-    fake_fa4_site(tmp_path, "import time\ntime.sleep(30)\n"
-                        "def _validate_head_dims(head_dim, head_dim_v, compute_capability, alignment):\n    pass\n")
     # ATTNCAP_PROBES=warm warms every installed probe; keep this about FA4 (torch's import would share the wait)
-    (tmp_path / "torch.py").write_text("raise ImportError('not imported in this test')\n")
+    fake_fa4_site(tmp_path, "import time\ntime.sleep(30)\n"
+                        "def _validate_head_dims(head_dim, head_dim_v, compute_capability, alignment):\n    pass\n",
+                  without_torch=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "ATTNCAP_PROBE_TIMEOUT": "1",
            "ATTNCAP_PROBES": "warm"}  # the first resolve imports the library (and waits at most the timeout)
     env.pop(ENV_PATH, None)
@@ -508,8 +508,8 @@ STALE = textwrap.dedent("""
 
 def test_a_pending_probe_verdict_is_not_cached_forever(tmp_path):
     fake_fa4_site(tmp_path, "import time\ntime.sleep(0.5)\n"
-                        "def _validate_head_dims(head_dim, head_dim_v, compute_capability, alignment):\n    pass\n")
-    (tmp_path / "torch.py").write_text("raise ImportError('not imported in this test')\n")  # FA4 only
+                        "def _validate_head_dims(head_dim, head_dim_v, compute_capability, alignment):\n    pass\n",
+                  without_torch=True)  # FA4 only
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "ATTNCAP_PROBE_TIMEOUT": "0.1",
            "ATTNCAP_PROBES": "warm"}
     env.pop(ENV_PATH, None)
