@@ -315,8 +315,8 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
         if view is None:  # disabled
             outcomes.append(None)
             continue
-        # View.outcome, its memo looked up inline (this loop is the hot path)
-        outcome = view.memo.get(view.key(query)) or view.outcome(query, entry.ctx)
+        # View.outcome, its memo looked up inline where that alone answers (this loop is the hot path)
+        outcome = (view.memo.get(view.key(query)) if view.steady else None) or view.outcome(query, entry.ctx)
         supported = outcome.supported and entry.gate and not (deny and entry.unverified)
         if probes and entry.probed:
             verdict = probe_registry.judge(entry.b, query, entry.ctx, env)

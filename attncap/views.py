@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 from .query import OPTIONAL_FIELDS
 
 if TYPE_CHECKING:
-    from .rules import CompiledRule, Ctx
+    from .rules import CompiledRule, Ctx, Split
 
 Query = Any  # an attncap.query.AttentionQuery
 _OPTIONAL = frozenset(OPTIONAL_FIELDS)
@@ -35,9 +35,9 @@ class Outcome(NamedTuple):
 class _Issues:
     """Known issues indexed by their guards: a query tries only those whose guard admits its value."""
 
-    def __init__(self, issues, splits):
+    def __init__(self, issues: list[tuple[CompiledRule, Split]]):
         unguarded, guarded = [], {}
-        for issue, split in zip(issues, splits):
+        for issue, split in issues:
             if split.guard is None:
                 unguarded.append(issue)
                 continue
@@ -61,9 +61,10 @@ class _Issues:
 class _Part:
     """One memoised part of a View's verdict: its value depends only on the query attributes `key` reads."""
 
-    __slots__ = ("key", "memo", "compute")
+    __slots__ = ("reads", "key", "memo", "compute")
 
     def __init__(self, reads: frozenset, compute: Callable):
+        self.reads = reads
         self.key = _key_of(reads)
         self.memo: dict = {}
         self.compute = compute  # (q, c) -> the value
@@ -109,7 +110,8 @@ class View:
     declares its `reads`), so it is memoised on those, whole (`memo`) and by part (the support
     rule, each feature, the known issues): a query that differs from earlier ones only in what
     this backend's rules ignore (most often the sequence lengths) costs one lookup, and one that is
-    new as a whole but not in each part costs a lookup per part.
+    new as a whole but not in each part costs a lookup per part. Known issues that read the sequence
+    lengths stay out of the whole verdict's key (a part of their own, asked after it).
     """
 
     def __init__(self, support: tuple[CompiledRule, ...], features: dict[str, tuple[CompiledRule, ...]],
@@ -127,36 +129,45 @@ class View:
                 always.append(name)
         self.always = frozenset(always)  # features with a rule that has no query-dependent check left
         self._features: dict = {}  # feature name -> _Part, made when a query first asks for that feature
-        # Known issues in two parts: those that read the sequence lengths, which change from batch to
-        # batch, are memoised apart, so that a new length does not evaluate the others again.
-        issue_parts = []
+        # Known issues that read the sequence lengths, which change from batch to batch, are a part of their
+        # own and stay out of the whole verdict's key: a new length costs that part's lookup, not a new verdict.
         splits = [issue.split() for issue in known_issues] if installed else []
-        for volatile in (False, True):
-            group = [(i, sp) for i, sp in zip(known_issues, splits) if bool(sp.reads & _VOLATILE) == volatile]
-            if group:
-                reads = frozenset().union(*(sp.reads for _, sp in group))
-                every |= reads
-                issue_parts.append(_Part(reads, _Issues(*zip(*group)).first))
-        self._issues = tuple(issue_parts)
+        steady = [(i, sp) for i, sp in zip(known_issues, splits) if not sp.reads & _VOLATILE]
+        volatile = [(i, sp) for i, sp in zip(known_issues, splits) if sp.reads & _VOLATILE]
+        self._issues = _Part(frozenset().union(*(sp.reads for _, sp in steady)), _Issues(steady).first)
+        self._volatile = _Part(frozenset().union(*(sp.reads for _, sp in volatile)), _Issues(volatile).first) \
+            if volatile else None
+        every |= self._issues.reads
+        if self._volatile is not None and every & _VOLATILE:  # support or a feature reads lengths too: one key
+            every |= self._volatile.reads
+            self._issues, self._volatile = _Part(self._issues.reads | self._volatile.reads,
+                                                 _Issues([*steady, *volatile]).first), None
+        self.steady = self._volatile is None  # the whole verdict alone answers (the resolver's inline lookup)
         self._whole = _Part(every | {"features"}, self._evaluate)  # features: which feature rules are asked at all
-        self.memo, self.key = self._whole.memo, self._whole.key  # the resolver looks a query's key up here first
+        self.memo, self.key = self._whole.memo, self._whole.key
 
     def outcome(self, q: Query, c: Ctx) -> Outcome:
         """The static verdict on `q` (memoised)."""
-        return self._whole.get(q, c)
+        found = self._whole.get(q, c)
+        if self._volatile is None or found.issue is not None:
+            return found
+        issue = self._volatile.get(q, c)
+        return found if issue is None else Outcome(found.rule, found.missing, issue, False)
 
     def forget(self) -> None:
         """Drop every memoised verdict (benchmarks: each query evaluated afresh)."""
-        for part in (self._whole, self._support, *self._issues, *self._features.values()):
+        parts = (self._whole, self._support, self._issues, self._volatile, *self._features.values())
+        for part in filter(None, parts):
             part.memo.clear()
 
     def _evaluate(self, q: Query, c: Ctx) -> Outcome:
+        """The verdict but for the known issues that read the sequence lengths (outcome() adds those)."""
         rule = self._support.get(q, c)
         missing = ()
         for alternatives in q.features:
             if not self.feature_ok(alternatives, q, c):
                 missing += (alternatives,)
-        issue = self.known_issue(q, c)  # none when not installed: no issue parts then
+        issue = self._issues.get(q, c)  # none when not installed: no issues then
         return Outcome(rule, missing, issue, self.installed and rule is not None and not missing and issue is None)
 
     def _first_support(self, q: Query, c: Ctx) -> CompiledRule | None:
@@ -183,13 +194,6 @@ class View:
                 return True
         return False
 
-    def known_issue(self, q: Query, c: Ctx) -> CompiledRule | None:
-        """A known issue that matches the query, if any (the reasons list every one that does)."""
-        for part in self._issues:
-            issue = part.get(q, c)
-            if issue is not None:
-                return issue
-        return None
 
 
 def on_target(rules: list[tuple[Any, CompiledRule]], q: Query, c: Ctx) -> tuple:
