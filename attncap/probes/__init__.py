@@ -15,6 +15,7 @@ hold its earlier "no opinion" is forgotten (`on_change`), so no answer made befo
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..environment import _distribution_version
 from ..forking import renew_after_fork
 from ..settings import WARM, probes_mode
 
@@ -75,10 +77,7 @@ class Probe:
         raise NotImplementedError
 
     def installed_version(self) -> str | None:
-        from ..environment import (
-            _distribution_version,  # unreadable metadata counts as absent, with a warning
-        )
-        return _distribution_version(self.package)
+        return _distribution_version(self.package)  # unreadable metadata counts as absent, with a warning
 
     def status(self) -> str:
         """Whether the probe can answer here, in words (for `attncap info`); imports nothing."""
@@ -94,7 +93,14 @@ class Probe:
         return True
 
     def verdict(self, supported: bool | None, message: str, *, provisional: bool = False) -> ProbeVerdict:
+        if supported is None and not provisional:  # "no opinion", given on every resolve until warmed: one object
+            return _no_opinion(self.name, message)
         return ProbeVerdict(self.name, supported, message, provisional)
+
+
+@functools.lru_cache(maxsize=256)
+def _no_opinion(probe: str, message: str) -> ProbeVerdict:
+    return ProbeVerdict(probe, None, message)  # frozen: one object can serve every resolve
 
 
 _probes: dict[str, Probe] = {}
