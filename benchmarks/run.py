@@ -148,7 +148,7 @@ def _other_lengths(q: AttentionQuery) -> AttentionQuery:
     return q.replace(seqlen_q=q.seqlen_q + 7, seqlen_kv=q.seqlen_kv + 7)
 
 
-def attncap_times(items, rounds: int, *, cold: bool, memos: bool = True) -> tuple[list, list]:
+def attncap_times(items, rounds: int, *, cold: bool, memos: bool = True, probes: bool = False) -> tuple[list, list]:
     """Per-call seconds over `rounds` passes; and, when cold, those of the calls that built a plan.
 
     Every call is a resolution-cache miss, and no configuration timed was resolved before in its pass:
@@ -163,12 +163,12 @@ def attncap_times(items, rounds: int, *, cold: bool, memos: bool = True) -> tupl
         _fresh_caches(plans=cold, memos=True)
         if not cold:
             for _c, _d, _p, q, env in items:
-                resolve(_other_lengths(q), env, probes=False)
+                resolve(_other_lengths(q), env, probes=probes)
             _fresh_caches(plans=False, memos=not memos)
         for _c, _d, _p, q, env in items:
             before = len(getattr(resolver, "_plans", ()))
             start = CLOCK()
-            resolve(q, env, probes=False)
+            resolve(q, env, probes=probes)
             elapsed = CLOCK() - start
             samples.append(elapsed)
             if cold and len(getattr(resolver, "_plans", ())) != before:
@@ -186,11 +186,14 @@ def bench_uncached(rows: list, anchor: Anchor | None, rounds: int) -> None:
         te = anchor.times(items, rounds)
         te_median = statistics.median(te)
         warm, _ = attncap_times(items, rounds, cold=False)
+        probed, _ = attncap_times(items, rounds, cold=False, probes=True)
         fresh, _ = attncap_times(items, rounds, cold=False, memos=False)
         cold, planned = attncap_times(items, rounds, cold=True)
         label = f"{name} ({len(items)} configs)"
         rows.append((f"uncached, {label}, shapes seen", statistics.median(warm), p99(warm),
                      "TE get_attention_backend", te_median, "<= 0.22x, <= 15 us"))
+        rows.append(("  ... the same with probes on (the default; not warmed)", statistics.median(probed),
+                     p99(probed), "TE get_attention_backend", te_median, ""))
         rows.append((f"uncached, {label}, new shapes", statistics.median(fresh), p99(fresh),
                      "TE get_attention_backend", te_median, "<= 0.22x, <= 15 us"))
         rows.append((f"uncached, {label}, plans cold", statistics.median(cold), p99(cold), "TE get_attention_backend",
