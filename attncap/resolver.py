@@ -6,9 +6,9 @@ Precedence: known issues > probe > static support. Selection is the first suppor
 in policy order.
 
 The hot path: a plan per (arch, dtype, pass, environment, overrides) holds each backend's View
-(views.py) and coverage; a resolve asks each View for its memoised Outcome and selects from those
-booleans. Decision objects are built when `Resolution.decisions` is first read, their reasons when
-`Decision.reasons` is. tests/reference_resolver.py computes the same decisions the plain way.
+(views.py) and coverage; a resolve asks the Views in preference order whether they support the
+query (a memoised boolean) and stops at the first that does. Decision objects are built when
+`Resolution.decisions` is first read, their reasons when `Decision.reasons` is. tests/reference_resolver.py computes the same decisions the plain way.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from .forking import renew_after_fork
 from .loader import default_registry, forget_default_registry
 from .query import AttentionQuery, InvalidQueryError
 from .rules import CompiledBackend, Ctx, Reason, effect_note
-from .views import Outcome
 
 log = logging.getLogger("attncap")
 
@@ -151,14 +150,15 @@ class Resolution:
     """Every backend's verdict on one query. `selected` is decided at once; the Decision objects are
     built on first access of `decisions` (a framework that reads only `selected` never pays for them)."""
 
-    __slots__ = ("query", "env", "arch", "selected", "forced", "provisional", "_plan", "_outcomes", "_policy",
-                 "_decisions")
+    __slots__ = ("query", "env", "arch", "selected", "forced", "provisional", "_plan", "_early", "_policy",
+                 "_probes", "_decisions")
 
-    def __init__(self, query, env, arch, decisions=None, forced=None, *, selected=None, plan=None, outcomes=None,
-                 policy="allow", provisional=False):
-        """From built `decisions`, or lazily from a plan and each entry's Outcome (or eager Decision)."""
+    def __init__(self, query, env, arch, decisions=None, forced=None, *, selected=None, plan=None, early=(),
+                 policy="allow", probes=False, provisional=False):
+        """From built `decisions`, or lazily from a plan and what selection decided of its entries (`early`)."""
         self.query, self.env, self.arch, self.forced = query, env, arch, forced
-        self._plan, self._outcomes, self._policy, self._decisions = plan, outcomes, policy, decisions
+        self._plan, self._early, self._policy, self._probes = plan, early, policy, probes
+        self._decisions = decisions
         # provisional: a probe's verdict may change soon (its library is still importing): not cached
         self.provisional = provisional
         if decisions is not None:
@@ -168,8 +168,9 @@ class Resolution:
     @property
     def decisions(self) -> tuple[Decision, ...]:
         if self._decisions is None:
-            self._decisions = tuple(_decision(entry, self.query, outcome, self._policy, self.forced)
-                                    for entry, outcome in zip(self._plan.entries, self._outcomes))
+            early = self._early
+            self._decisions = tuple(_decision(entry, self, early[i] if i < len(early) else _UNASKED)
+                                    for i, entry in enumerate(self._plan.entries))
         return self._decisions
 
     def decision(self, backend: str) -> Decision:
@@ -304,52 +305,71 @@ def arch_of(query: AttentionQuery, env: Environment) -> str:
 
 
 def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow", profile=None) -> Resolution:
+    """Selection stops at the first supported backend; what it did not decide is decided when
+    `Resolution.decisions` is read (from the same Views, and the probes as they answer then)."""
     arch = arch_of(query, env)
     plan = _plan(registry, arch, query, env, prefer, disable, force, profile)
     deny = policy == "deny"
-    outcomes = []
+    early = []  # per entry asked: a Decision made now, a _Probed without opinion, or None (static, built when read)
     selected = None
     provisional = False
     for entry in plan.entries:
         view = entry.view
         if view is None:  # disabled
-            outcomes.append(None)
+            early.append(None)
             continue
-        # View.outcome, its memo looked up inline where that alone answers (this loop is the hot path)
-        outcome = (view.memo.get(view.key(query)) if view.steady else None) or view.outcome(query, entry.ctx)
-        supported = outcome.supported and entry.gate and not (deny and entry.unverified)
         if probes and entry.probed:
             verdict = probe_registry.judge(entry.b, query, entry.ctx, env)
             provisional = provisional or (verdict is not None and verdict.provisional)
             if _has_opinion(entry.b, verdict):  # the probe may overrule the table: decided now, in full
-                outcome = _finish(_probed_decision(entry.b, query, entry.ctx, view, outcome, verdict), entry, policy)
-                supported = outcome.supported
-            else:  # no opinion: the table decides; the Decision is built when read
-                outcome = _Probed(outcome, verdict)
-        outcomes.append(outcome)
-        if supported and selected is None:
-            selected = entry.name
-    return Resolution(query, env, arch, None, force, selected=selected, plan=plan, outcomes=outcomes, policy=policy,
-                      provisional=provisional)
+                decision = _finish(_probed_decision(entry.b, query, entry.ctx, view, view.outcome(query, entry.ctx),
+                                                    verdict), entry, policy)
+                early.append(decision)
+                if decision.supported:
+                    selected = entry.name
+                    break
+                continue
+            early.append(_Probed(verdict))  # no opinion: the table decides
+        else:
+            early.append(None)
+        if entry.runnable and not (deny and entry.unverified):
+            # View.supported, its memo looked up inline where that alone answers (this loop is the hot path)
+            supported = view.verdicts.get(view.key(query)) if view.steady else None
+            if supported is None:
+                supported = view.supported(query, entry.ctx)
+            if supported:
+                selected = entry.name
+                break
+    return Resolution(query, env, arch, None, force, selected=selected, plan=plan, early=early, policy=policy,
+                      probes=probes, provisional=provisional)
 
 
 class _Probed(NamedTuple):
-    """A static Outcome and the probe's word on it (no opinion: it does not change the verdict)."""
+    """A probe's word on an entry that does not change the table's verdict (no opinion)."""
 
-    static: Outcome
     verdict: object  # ProbeVerdict | None
 
 
-def _decision(entry, query, outcome, policy: str, force) -> Decision:
-    """The Decision of one plan entry from its Outcome, its _Probed outcome, or the Decision already made."""
+def _decision(entry, resolution: Resolution, early) -> Decision:
+    """The Decision of one plan entry: the one selection made, or one made now from what selection left
+    (`early`; _UNASKED for an entry after the selected one, whose probe is asked now)."""
     if entry.b is None:
-        return Decision(entry.name, False, "disabled", reasons=_FORCED if force else _DISABLED)
-    if isinstance(outcome, Decision):
-        return outcome
-    if isinstance(outcome, _Probed):
-        return _finish(_probed_decision(entry.b, query, entry.ctx, entry.view, outcome.static, outcome.verdict),
-                       entry, policy)
-    return _finish(_static_decision(entry.b, query, entry.ctx, outcome), entry, policy)
+        return Decision(entry.name, False, "disabled", reasons=_FORCED if resolution.forced else _DISABLED)
+    if isinstance(early, Decision):
+        return early
+    q, ctx = resolution.query, entry.ctx
+    outcome = entry.view.outcome(q, ctx)
+    if isinstance(early, _Probed):
+        decision = _probed_decision(entry.b, q, ctx, entry.view, outcome, early.verdict)
+    elif early is _UNASKED and resolution._probes and entry.probed:
+        decision = _probed_decision(entry.b, q, ctx, entry.view, outcome,
+                                    probe_registry.judge(entry.b, q, ctx, resolution.env))
+    else:
+        decision = _static_decision(entry.b, q, ctx, outcome)
+    return _finish(decision, entry, resolution._policy)
+
+
+_UNASKED = object()  # an entry selection did not reach
 
 
 def _finish(d: Decision, entry, policy: str) -> Decision:
@@ -409,7 +429,7 @@ _plans: dict = {}
 class _Entry:
     """One backend of a plan: everything about it that is the same for every query of the plan."""
 
-    __slots__ = ("name", "b", "ctx", "view", "cov", "blocked", "conflict", "probed", "gate", "unverified")
+    __slots__ = ("name", "b", "ctx", "view", "cov", "blocked", "conflict", "probed", "runnable", "unverified")
 
     def __init__(self, name, b=None, ctx=None, view=None, cov=None, blocked=None, conflict=None):
         self.name, self.b, self.ctx, self.view = name, b, ctx, view  # b None: disabled (or another is forced)
@@ -418,8 +438,9 @@ class _Entry:
         self.conflict = conflict  # (message, proven) when the flash_attn namespace may break the package
         installed = ctx is not None and ctx.version is not None
         self.probed = installed and b.probe is not None  # with probes on, decided per query in full
-        # Whether a statically supported query stays supported after classify() and _conflicted():
-        self.gate = blocked is None and (cov is None or cov.outcome != "unknown") and not (conflict and conflict[1])
+        # Installed, and a statically supported query stays supported after classify() and _conflicted():
+        self.runnable = installed and blocked is None and (cov is None or cov.outcome != "unknown") and \
+            not (conflict and conflict[1])
         self.unverified = cov is not None and cov.outcome == "unverified"  # refused under unverified="deny"
 
 
@@ -444,8 +465,8 @@ def _plan(registry, arch, query, env, prefer, disable, force, profile=None) -> _
     for name in (*prefer, *disable, *([force] if force else [])):
         if name not in compiled:
             raise InvalidQueryError("backend", name, f"one of {', '.join(sorted(compiled))}")
-    order = [force] if force else []
-    order += [b for b in (*prefer, *registry.profile_preference(arch, profile)) if b not in order]
+    # force, then prefer, then the profile's order; each backend once, where it first comes
+    order = dict.fromkeys((*([force] if force else ()), *prefer, *registry.profile_preference(arch, profile)))
     elem_bytes = registry.vocabulary.dtypes[dtype].bytes
     cc = registry.vocabulary.cc(arch)
     conflicts = _namespace_conflicts(env, registry)

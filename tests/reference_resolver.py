@@ -20,8 +20,8 @@ def reference_resolve(query, env, registry, *, prefer=(), disable=(), force=None
     """A Resolution with every Decision built at once; probes are not asked."""
     arch = arch_of(query, env)
     compiled = registry.compiled
-    order = [force] if force else []
-    order += [b for b in (*prefer, *registry.profile_preference(arch, profile)) if b not in order]
+    # force, then prefer, then the profile's order; each backend once, where it first comes
+    order = dict.fromkeys((*([force] if force else ()), *prefer, *registry.profile_preference(arch, profile)))
     vocab = registry.vocabulary
     conflicts = namespace.conflicts(env, {b.package for b in compiled.values()})
     decisions = []

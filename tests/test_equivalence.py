@@ -150,7 +150,7 @@ def test_fast_path_decides_as_the_straightforward_evaluator(registry, monkeypatc
 
 
 def test_memoised_outcomes_are_the_evaluated_ones(registry):
-    """A query answered from a View's memos gets the Outcome a View without memos gives."""
+    """A query answered from a View's memos gets the Outcome (and verdict) a View without memos gives."""
     rng = random.Random(17)
     versions = boundary_versions(registry)
     env = Environment(arch="sm90", versions={p: v[len(v) // 2] for p, v in versions.items()})
@@ -161,7 +161,9 @@ def test_memoised_outcomes_are_the_evaluated_ones(registry):
             view = entry.view
             if view is not None:
                 fresh = View(view.support, view.features, view.known_issues, view.installed)
-                assert view.outcome(query, entry.ctx) == fresh.outcome(query, entry.ctx)
+                expected = fresh.outcome(query, entry.ctx)
+                assert view.outcome(query, entry.ctx) == expected
+                assert view.supported(query, entry.ctx) == expected.supported  # stops at the first failing part
 
 
 def test_every_check_declares_what_it_reads(registry):

@@ -208,3 +208,30 @@ def test_a_probe_looks_up_the_installed_version_once(monkeypatch):
         resolve(AttentionQuery(arch="sm90", head_dim_qk=hd), env)
     assert len(calls) == 1  # a metadata lookup costs ~0.5 ms: never per resolve
     attncap.clear_cache()
+
+
+def test_a_backend_after_the_selected_one_is_probed_when_its_decision_is_read(monkeypatch):
+    """Selection stops at the first supported backend; a later backend's probe is asked when the
+    decisions are read, and its opinion counts there as it would have during selection."""
+    from attncap import probes
+    calls = []
+
+    class No(probes.Probe):
+        name, package, judges = "fa4-head-dims", "flash-attn-4", frozenset({"head_dim_qk", "head_dim_v"})
+
+        def installed_version(self):
+            return "4.0.0b36"
+
+        def check(self, query, ctx):
+            calls.append(query)
+            return self.verdict(False, "no")
+    monkeypatch.setitem(probes._probes, "fa4-head-dims", No())
+    attncap.clear_cache()
+    env = Environment(versions={"flash-attn-4": "4.0.0b36", "flash-attn": "2.8.3"})
+    resolution = resolve(AttentionQuery(arch="sm90", head_dim_qk=128), env, prefer=["flash-attn-2"])
+    assert resolution.selected == "flash-attn-2" and calls == []  # FA4 comes later: not asked to select
+    fa4 = resolution.decision("flash-attn-4")
+    assert (fa4.supported, fa4.decided_by, fa4.probe.supported) == (False, "probe", False) and len(calls) == 1
+    first = resolve(AttentionQuery(arch="sm90", head_dim_qk=136), env, prefer=["flash-attn-4"])
+    assert first.decision("flash-attn-4").decided_by == "probe" and len(calls) == 2  # asked first: during selection
+    attncap.clear_cache()

@@ -165,6 +165,13 @@ def test_disable_argument_and_environment_variable(registry, monkeypatch):
     assert resolve(query, env, registry=registry, prefer=["toy-attn"], disable=[], probes=False).selected == "toy-attn"
 
 
+def test_a_preferred_backend_comes_first_and_only_once():
+    """prefer= moves a backend to the front; it is not also left where the policy puts it (it was)."""
+    query, env = AttentionQuery(arch="sm90", head_dim_qk=136), Environment(versions={"flash-attn": "2.8.3"})
+    backends = [d.backend for d in resolve(query, env, prefer=["flash-attn-4", "flash-attn-4"], probes=False).decisions]
+    assert backends[0] == "flash-attn-4" and len(backends) == len(set(backends)) == len(attncap.default_registry().compiled)
+
+
 def test_cache_hits_and_clear(registry):
     query, env = q(registry, arch="sm90", head_dim_qk=64), Environment(versions={"toy-attn": "1.5"})
     first = resolve(query, env, registry=registry, probes=False)
