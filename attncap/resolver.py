@@ -314,10 +314,10 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
     selected = None
     provisional = False
     for entry in plan.entries:
-        view = entry.view
-        if view is None:  # disabled
+        if entry.b is None:  # disabled
             early.append(None)
             continue
+        view = entry.view or entry.make_view()
         if probes and entry.probed:
             verdict = probe_registry.judge(entry.b, query, entry.ctx, env)
             provisional = provisional or (verdict is not None and verdict.provisional)
@@ -357,12 +357,12 @@ def _decision(entry, resolution: Resolution, early) -> Decision:
         return Decision(entry.name, False, "disabled", reasons=_FORCED if resolution.forced else _DISABLED)
     if isinstance(early, Decision):
         return early
-    q, ctx = resolution.query, entry.ctx
-    outcome = entry.view.outcome(q, ctx)
+    q, ctx, view = resolution.query, entry.ctx, entry.make_view()
+    outcome = view.outcome(q, ctx)
     if isinstance(early, _Probed):
-        decision = _probed_decision(entry.b, q, ctx, entry.view, outcome, early.verdict)
+        decision = _probed_decision(entry.b, q, ctx, view, outcome, early.verdict)
     elif early is _UNASKED and resolution._probes and entry.probed:
-        decision = _probed_decision(entry.b, q, ctx, entry.view, outcome,
+        decision = _probed_decision(entry.b, q, ctx, view, outcome,
                                     probe_registry.judge(entry.b, q, ctx, resolution.env))
     else:
         decision = _static_decision(entry.b, q, ctx, outcome)
@@ -429,10 +429,12 @@ _plans: dict = {}
 class _Entry:
     """One backend of a plan: everything about it that is the same for every query of the plan."""
 
-    __slots__ = ("name", "b", "ctx", "view", "cov", "blocked", "conflict", "probed", "runnable", "unverified")
+    __slots__ = ("name", "b", "ctx", "view", "target", "cov", "blocked", "conflict", "probed", "runnable",
+                 "unverified")
 
-    def __init__(self, name, b=None, ctx=None, view=None, cov=None, blocked=None, conflict=None):
-        self.name, self.b, self.ctx, self.view = name, b, ctx, view  # b None: disabled (or another is forced)
+    def __init__(self, name, b=None, ctx=None, target=None, cov=None, blocked=None, conflict=None):
+        self.name, self.b, self.ctx = name, b, ctx  # b None: disabled (or another is forced)
+        self.view, self.target = None, target  # the View, made on first use for the (dtype, training) target
         self.cov = cov  # coverage.Coverage, None when the versions are checked and there is nothing to note
         self.blocked = blocked  # a profile's refusal (Reason) or None
         self.conflict = conflict  # (message, proven) when the flash_attn namespace may break the package
@@ -442,6 +444,13 @@ class _Entry:
         self.runnable = installed and blocked is None and (cov is None or cov.outcome != "unknown") and \
             not (conflict and conflict[1])
         self.unverified = cov is not None and cov.outcome == "unverified"  # refused under unverified="deny"
+
+    def make_view(self):
+        """The View, built on first use: selection stops at the first supported backend, so a plan's
+        first query often needs one or two of them."""
+        if self.view is None:
+            self.view = self.b.view(*self.target, self.ctx)
+        return self.view
 
 
 class _Plan:
@@ -482,7 +491,7 @@ def _plan(registry, arch, query, env, prefer, disable, force, profile=None) -> _
             installed = ctx.version is not None
             blocked = coverage.profile_block(registry, profile, b, env) if installed else None
             conflict = conflicts.get(ctx.package) if installed else None
-            entries.append(_Entry(name, b, ctx, b.view(query, ctx), cov, blocked, conflict))  # views: dtype, pass
+            entries.append(_Entry(name, b, ctx, (dtype, query.training), cov, blocked, conflict))
     plan = _Plan(tuple(entries))
     if len(_plans) > CACHE_SIZE:
         _plans.clear()
@@ -502,7 +511,7 @@ def _ctx(b: CompiledBackend, env: Environment, arch: str, elem_bytes: int, cc, c
 def evaluate(b: CompiledBackend, q: AttentionQuery, c: Ctx, env: Environment, probes: bool, view=None) -> Decision:
     """One backend's decision: booleans now, reasons when asked."""
     if view is None:
-        view = b.view(q, c)
+        view = b.view(q.dtype, q.training, c)
     outcome = view.outcome(q, c)
     if not (probes and c.version is not None and b.probe is not None):
         return _static_decision(b, q, c, outcome)

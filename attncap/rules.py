@@ -215,7 +215,18 @@ _FLAGS: dict[str, tuple[str, Callable, tuple[str, ...]]] = {
 _OPTIONAL_SETS = ("context_parallel", "packing", "fp8_recipe")
 
 
-def _version_check(field: str, spec: str, get: Callable[[Ctx], str | None], label: Callable[[Ctx], str]) -> Check:
+# field: (its version in a Ctx, what the version is of)
+_VERSIONS: dict[str, tuple[Callable[[Ctx], str | None], Callable[[Ctx], str]]] = {
+    "versions": (lambda c: c.version, lambda c: c.package),
+    "cudnn": (lambda c: c.cudnn, lambda c: "cuDNN"),
+    "transformer_engine": (lambda c: c.te, lambda c: "transformer-engine"),
+}
+
+
+@functools.lru_cache(maxsize=None)  # one Check per specifier: views.narrow tests each once per environment
+def _version_check(field: str, spec: str) -> Check:
+    get, label = _VERSIONS[field]
+
     def test(q, c):
         v = get(c)
         return v is not None and version_matches(spec, v)
@@ -245,9 +256,9 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
         checks.append(Check("passes", lambda q, c: q.training,
                             lambda q, c: (passes, "forward", "the rule covers the backward pass only"),
                             frozenset({True}), ("training",)))
-    for field in ("head_dim_qk", "head_dim_v"):
-        if getattr(cond, field) is not None:
-            checks.append(_range_check(field, getattr(cond, field), optimistic=True))
+    for name in ("head_dim_qk", "head_dim_v"):
+        if getattr(cond, name) is not None:
+            checks.append(_range_check(name, getattr(cond, name), optimistic=True))
     if cond.head_dims is not None:
         pairs = frozenset(tuple(p) for p in cond.head_dims)
         shown = ", ".join(f"({a}, {b})" for a, b in sorted(pairs))
@@ -263,30 +274,26 @@ def compile_conditions(cond: Conditions, vocab, *, optimistic: bool, passes=None
                                           f"{'be equal' if same else 'differ'}"), reads=_HEAD_DIMS))
     if cond.alignment_bytes is not None:
         checks.append(_alignment_check(cond.alignment_bytes))
-    for field in ("seqlen_q", "seqlen_kv", "num_heads_q", "num_heads_kv", "page_size", "num_splits"):
-        if getattr(cond, field) is not None:
-            checks.append(_range_check(field, getattr(cond, field), optimistic))
+    for name in ("seqlen_q", "seqlen_kv", "num_heads_q", "num_heads_kv", "page_size", "num_splits"):
+        if getattr(cond, name) is not None:
+            checks.append(_range_check(name, getattr(cond, name), optimistic))
     if cond.mask is not None:
         checks.append(_mask_check(frozenset(cond.mask), optimistic))
-    for field in ("layout", "bias"):
-        if getattr(cond, field) is not None:
-            checks.append(_set_check(field, frozenset(getattr(cond, field)), field,
-                                     lambda q, c, f=field: getattr(q, f), reads=(field,)))
-    for field, (describe, get, reads) in _FLAGS.items():
-        if getattr(cond, field) is not None:
-            checks.append(_flag_check(field, getattr(cond, field), describe, get, reads, optimistic))
-    for field in _OPTIONAL_SETS:
-        if getattr(cond, field) is not None:
-            checks.append(_optional_set_check(field, frozenset(getattr(cond, field)), optimistic))
+    for name in ("layout", "bias"):
+        if getattr(cond, name) is not None:
+            checks.append(_set_check(name, frozenset(getattr(cond, name)), name,
+                                     lambda q, c, f=name: getattr(q, f), reads=(name,)))
+    for name, (describe, get, reads) in _FLAGS.items():
+        if getattr(cond, name) is not None:
+            checks.append(_flag_check(name, getattr(cond, name), describe, get, reads, optimistic))
+    for name in _OPTIONAL_SETS:
+        if getattr(cond, name) is not None:
+            checks.append(_optional_set_check(name, frozenset(getattr(cond, name)), optimistic))
     for relation in cond.relations or ():
         checks.append(_relation_check(relation, optimistic))
-    if cond.versions is not None:
-        checks.append(_version_check("versions", cond.versions, lambda c: c.version, lambda c: c.package))
-    if cond.cudnn is not None:
-        checks.append(_version_check("cudnn", cond.cudnn, lambda c: c.cudnn, lambda c: "cuDNN"))
-    if cond.transformer_engine is not None:
-        checks.append(_version_check("transformer_engine", cond.transformer_engine, lambda c: c.te,
-                                     lambda c: "transformer-engine"))
+    for name in _VERSIONS:
+        if getattr(cond, name) is not None:
+            checks.append(_version_check(name, getattr(cond, name)))
     return tuple(checks)
 
 
@@ -338,6 +345,7 @@ class CompiledRule:
 
     def __post_init__(self):
         object.__setattr__(self, "_tests", tuple(ch.test for ch in self.checks))
+        object.__setattr__(self, "reads", frozenset(name for ch in self.checks for name in ch.reads))
         object.__setattr__(self, "target", _target(self.checks))  # (archs, dtypes, training values) it admits
 
     def split(self) -> Split:
@@ -397,8 +405,7 @@ def _split(rule: CompiledRule) -> Split:
         CompiledRule(rule.id, kept, rule.source, rule.versions, rule.reason, rule.cudnn, rule.effect)
     guard = min((ch for ch in kept if ch.guard), key=_guard_rank, default=None)
     guard = guard.guard if guard is not None else None
-    return Split(versions, tuple(ch for ch in versions if ch.field != "versions"), rest,
-                 frozenset(name for ch in kept for name in ch.reads), guard)
+    return Split(versions, tuple(ch for ch in versions if ch.field != "versions"), rest, rest.reads, guard)
 
 
 def _guard_rank(ch: Check) -> tuple[int, int]:
@@ -436,17 +443,18 @@ class CompiledBackend:
     shared: dict = field(default_factory=dict, compare=False)  # a View's rules -> the View (one per content)
     assessed: dict = field(default_factory=dict, compare=False)  # Environment -> its coverage.Coverage
 
-    def view(self, q: Query, c: Ctx) -> View:
-        """The rules that can apply to queries of q's dtype and pass on c's arch and versions.
+    def view(self, dtype: str, training: bool, c: Ctx) -> View:
+        """The rules that can apply to queries of this dtype and pass on c's arch and versions.
 
         Built in two steps, each cached: the rules on the (arch, dtype, pass), then those the versions
         admit. Environments whose versions admit the same rules share one View (and its memo)."""
-        key = (c.arch, c.version, c.cudnn, c.te, q.dtype, q.training)
+        key = (c.arch, c.version, c.cudnn, c.te, dtype, training)
         view = self.views.get(key)
         if view is None:
             installed = c.version is not None
-            kept = narrow(self._on_target(q, c), q, c)  # (where, rule) in a fixed order: where is _SUPPORT,
-            # a feature's name or _ISSUES, and each rule is one rule's own query part (rules.Split.rest)
+            # (where, rule) in a fixed order: where is _SUPPORT, a feature's name or _ISSUES, and each rule
+            # is one rule's own query part (rules.Split.rest)
+            kept = narrow(self._on_target(c.arch, dtype, training), c)
             # A rule's query checks read the Ctx only for the element size (alignment).
             content = (c.elem_bytes, installed, *(id(r) for _, r in kept))
             view = self.shared.get(content)
@@ -481,16 +489,21 @@ class CompiledBackend:
         """The archs its support rules can apply on; None when one of them applies on every arch."""
         return None if any(_rule_archs(r) is None for r in self.support) else self.named_archs
 
-    def _on_target(self, q: Query, c: Ctx) -> tuple:
-        """(where, Split) of every rule whose arch, dtype and pass checks hold for q's dtype and pass on c's arch."""
-        key = (c.arch, q.dtype, q.training)
+    def _on_target(self, arch: str, dtype: str, training: bool) -> tuple:
+        """(where, Split) of every rule whose arch, dtype and pass checks hold for this target."""
+        key = (arch, dtype, training)
         found = self.targets.get(key)
         if found is None:
-            rules = [(_SUPPORT, r) for r in self.support]
-            rules += [(name, r) for name, rs in self.features.items() for r in rs]
-            rules += [(_ISSUES, r) for r in self.known_issues]
-            found = self.targets.setdefault(key, on_target(rules, q, c))
+            found = self.targets.setdefault(key, on_target(self._placed, arch, dtype, training))
         return found
+
+    @functools.cached_property
+    def _placed(self) -> tuple:
+        """(where, rule, its Split) of every rule: _SUPPORT, a feature's name or _ISSUES."""
+        rules = [(_SUPPORT, r) for r in self.support]
+        rules += [(name, r) for name, rs in self.features.items() for r in rs]
+        rules += [(_ISSUES, r) for r in self.known_issues]
+        return tuple((where, r, r.split()) for where, r in rules)
 
 
 def _rule_archs(rule: CompiledRule) -> frozenset | None:

@@ -63,8 +63,8 @@ class _Part:
 
     __slots__ = ("reads", "key", "memo", "compute")
 
-    def __init__(self, reads: frozenset, compute: Callable):
-        self.reads = reads
+    def __init__(self, reads, compute: Callable):
+        self.reads = reads = frozenset(reads)
         self.key = _key_of(reads)
         self.memo: dict = {}
         self.compute = compute  # (q, c) -> the value
@@ -90,7 +90,8 @@ def _any_holds(rules: tuple[CompiledRule, ...], q: Query, c: Ctx) -> bool:
     return False
 
 
-def _key_of(reads) -> Callable:
+@functools.lru_cache(maxsize=None)  # few distinct sets: views share their key functions
+def _key_of(reads: frozenset) -> Callable:
     """A query's memo key: the attributes in `reads` (optional fields through the one tuple holding them)."""
     reads = set(reads)
     if reads & _OPTIONAL:  # one tuple holds them all (reading it is cheaper than a property each)
@@ -119,16 +120,11 @@ class View:
                  known_issues: tuple[CompiledRule, ...], installed: bool = True):
         self.support, self.features, self.known_issues = support, features, known_issues
         self.installed = installed  # the backend's package is installed (else no known issue applies)
-        support_reads = frozenset().union(*(r.split().reads for r in support))
+        support_reads = frozenset().union(*(r.reads for r in support))
         self._support = _Part(support_reads, self._first_support)
-        every = set(support_reads)
-        always = []
-        for name, rules in features.items():
-            for r in rules:
-                every |= r.split().reads
-            if any(not r.checks for r in rules):
-                always.append(name)
-        self.always = frozenset(always)  # features with a rule that has no query-dependent check left
+        every = support_reads.union(*[r.reads for rules in features.values() for r in rules])
+        # features with a rule that has no query-dependent check left
+        self.always = frozenset([name for name, rules in features.items() for r in rules if not r.checks])
         self._features: dict = {}  # feature name -> _Part, made when a query first asks for that feature
         # Known issues that read the sequence lengths, which change from batch to batch, are a part of their
         # own and stay out of the whole verdict's key: a new length costs that part's lookup, not a new verdict.
@@ -207,7 +203,7 @@ class View:
                 rules = self.features.get(name)
                 if not rules:
                     continue
-                reads = frozenset().union(*(r.split().reads for r in rules))
+                reads = frozenset().union(*(r.reads for r in rules))
                 part = parts.setdefault(name, _Part(reads, functools.partial(_any_holds, rules)))
             if part.get(q, c):
                 return True
@@ -215,26 +211,29 @@ class View:
 
 
 
-def on_target(rules: list[tuple[Any, CompiledRule]], q: Query, c: Ctx) -> tuple:
-    """(where, its Split) of the (where, rule) pairs whose rule's arch, dtype and pass checks hold."""
-    arch, dtype, training = c.arch, q.dtype, q.training
+def on_target(rules: tuple[tuple[Any, CompiledRule, Split], ...], arch: str, dtype: str, training: bool) -> tuple:
+    """(where, Split) of the (where, rule, its Split) whose rule's arch, dtype and pass checks hold."""
     out = []
-    for where, r in rules:
+    for where, r, split in rules:
         archs, dtypes, trainings = r.target
         if (archs is None or arch in archs) and (dtypes is None or dtype in dtypes) and \
                 (trainings is None or training in trainings):
-            out.append((where, r.split()))
+            out.append((where, split))
     return tuple(out)
 
 
-def narrow(splits: tuple, q: Query, c: Ctx) -> list[tuple[Any, CompiledRule]]:
+def narrow(splits: tuple, c: Ctx) -> list[tuple[Any, CompiledRule]]:
     """(where, rule without its view-level checks) of the (where, Split) pairs on a target whose version
     checks hold (the package's own dropped when it is not installed)."""
     out = []
     installed = c.version is not None
+    held: dict = {}  # id(version Check) -> whether it holds: rules share one Check per specifier
     for where, split in splits:
         for ch in split.versions if installed else split.unversioned:
-            if not ch.test(q, c):
+            ok = held.get(id(ch))
+            if ok is None:
+                ok = held[id(ch)] = ch.test(None, c)  # a version check reads the Ctx only
+            if not ok:
                 break
         else:
             out.append((where, split.rest))
