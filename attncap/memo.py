@@ -62,16 +62,19 @@ def _memoised(cls, window_types, **kwargs):
     return query
 
 
+def _element_types(window) -> tuple | None:
+    return tuple(map(type, window)) if type(window) is tuple else None
+
+
 class Memoised(type):
     """Metaclass: keyword-only construction is looked up in the memo before __init__ validates."""
 
     def __call__(cls, *args, **kwargs):
         if args:
             return super().__call__(*args, **kwargs)
-        window = kwargs.get("window")
         # typed=True covers each argument's type; a window's elements need theirs too ((128.0, 0) == (128, 0))
         try:
-            return _memoised(cls, tuple(map(type, window)) if type(window) is tuple else None, **kwargs)
+            return _memoised(cls, _element_types(kwargs["window"]) if "window" in kwargs else None, **kwargs)
         except _NotKept as kept:
             return kept.query
         except TypeError:  # unhashable (a list window, a dict): the validated path, which raises its own errors

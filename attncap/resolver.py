@@ -39,6 +39,8 @@ CACHE_SIZE = 4096
 _ENVIRON = getattr(os.environ, "_data", None)
 _ENV_KEYS = tuple(os.environ.encodekey(k) for k in (ENV_FORCE, ENV_DISABLE, ENV_PROBES, ENV_UNVERIFIED)) \
     if hasattr(os.environ, "encodekey") else ()
+_FORCE_KEY, _DISABLE_KEY, _PROBES_KEY, _UNVERIFIED_KEY = _ENV_KEYS if _ENVIRON is not None and len(_ENV_KEYS) == 4 \
+    else (None,) * 4
 
 _cache: dict = {}
 _cache_lock = threading.Lock()
@@ -219,7 +221,14 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
         prefer = tuple(prefer)
     if disable is not None and type(disable) is not str:
         disable = tuple(disable)
-    overrides = _environment_overrides()  # read once: the key and the resolution see the same values
+    # The ATTNCAP_* variables, read once: the key and the resolution see the same values. None set is the
+    # common case, told by membership tests on os.environ's own dict (this is the cached path's largest cost).
+    data = _ENVIRON
+    if data is not None and _FORCE_KEY not in data and _DISABLE_KEY not in data and _PROBES_KEY not in data \
+            and _UNVERIFIED_KEY not in data:
+        overrides = _NO_OVERRIDES
+    else:
+        overrides = _environment_overrides()
     key = (query, env, overrides, prefer, disable, force, probes, registry)
     if unverified is not None or profile is not None:  # rarely given: keep the common key short
         key += (unverified, profile)

@@ -190,17 +190,22 @@ def _environ(name: str) -> str | None:
     variable set after compilation went unnoticed. dict.get on os.environ's backing dict is
     guarded both ways. Falls back to os.environ.get where that dict does not exist.
     """
-    environ = os.environ
-    data = getattr(environ, "_data", None)
-    if isinstance(data, dict):
-        value = data.get(environ.encodekey(name))
-        return None if value is None else environ.decodevalue(value)
-    return environ.get(name)
+    key = _ENCODED.get(name)
+    if key is None:
+        return os.environ.get(name)
+    value = _DATA.get(key)
+    return None if value is None else os.environ.decodevalue(value)
+
+
+_DATA = getattr(os.environ, "_data", None)  # os.environ's backing dict, changed in place by os.environ[...] = ...
+_ENCODED = {name: os.environ.encodekey(name) for name in (ENV_FORCE, ENV_DISABLE, ENV_PROBES)} \
+    if isinstance(_DATA, dict) else {}
 
 
 @torch.compiler.assume_constant_result
 def _resolve_constant(force: str | None, disable: str | None, probes: str | None, **fields) -> str | None:
     # Runs eagerly (also under torch.compile), so logging and caches inside resolve() are fine.
+    # AttentionQuery(**fields): validated once (attncap.memo).
     resolution = resolve(AttentionQuery(**fields), force=force or None, disable=disable or "",
-                         probes=probes_mode(probes, ENV_PROBES) != "off")  # AttentionQuery(**fields): validated once (attncap.memo)
+                         probes=probes is None or probes_mode(probes, ENV_PROBES) != "off")
     return resolution.selected

@@ -114,16 +114,15 @@ def test_clear_cache_racing_resolve(tiny_switch_interval):
 
 def test_an_environment_change_mid_resolution_does_not_poison_the_cache(monkeypatch):
     q = AttentionQuery(arch="sm90", head_dim_qk=128)
-    real = resolver._environment_overrides
+    real = resolver._resolve_uncached
 
-    def then_change():  # the change lands right after the key was read: the worst moment
-        values = real()
+    def then_change(*args):  # the change lands right after the key was read: the worst moment
         monkeypatch.setenv("ATTNCAP_DISABLE", "flash-attn-3")  # restored at teardown, unlike os.environ[...]
-        return values
-    monkeypatch.setattr(resolver, "_environment_overrides", then_change)
+        return real(*args)
+    monkeypatch.setattr(resolver, "_resolve_uncached", then_change)
     first = resolve(q, ENV, probes=False)
     assert first.decision("flash-attn-3").decided_by != "disabled"  # computed under the key's value (unset)
-    monkeypatch.setattr(resolver, "_environment_overrides", real)
+    monkeypatch.setattr(resolver, "_resolve_uncached", real)
     monkeypatch.delenv("ATTNCAP_DISABLE")
     assert resolve(q, ENV, probes=False).decision("flash-attn-3").decided_by != "disabled"
     monkeypatch.setenv("ATTNCAP_DISABLE", "flash-attn-3")
