@@ -8,7 +8,8 @@ in policy order.
 The hot path: a plan per (arch, dtype, pass, environment, overrides) holds each backend's View
 (views.py) and coverage; a resolve asks the Views in preference order whether they support the
 query (a memoised boolean) and stops at the first that does. Decision objects are built when
-`Resolution.decisions` is first read, their reasons when `Decision.reasons` is. tests/reference_resolver.py computes the same decisions the plain way.
+`Resolution.decisions` is first read, their reasons when `Decision.reasons` is.
+tests/reference_resolver.py computes the same decisions the plain way.
 """
 
 from __future__ import annotations
@@ -128,9 +129,9 @@ class Decision:
     @property
     def reasons(self) -> tuple[Reason, ...]:
         if self._reasons is None:
-            self._reasons = getattr(self, "_notes", ()) + tuple(_explain(self._compiled, self._query, self._ctx, self.static,
-                                                         self.probe, self._core, self._missing,
-                                                         self._ctx.version is not None))
+            self._reasons = getattr(self, "_notes", ()) + tuple(_explain(
+                self._compiled, self._query, self._ctx, self.static, self.probe, self._core, self._missing,
+                self._ctx.version is not None))
         return self._reasons
 
     @property
