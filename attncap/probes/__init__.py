@@ -103,6 +103,11 @@ def _no_opinion(probe: str, message: str) -> ProbeVerdict:
     return ProbeVerdict(probe, None, message)  # frozen: one object can serve every resolve
 
 
+@functools.lru_cache(maxsize=256)  # given on every resolve of a what-if version: built once
+def _other_version(probe: str, package: str, installed: str, asked: str) -> ProbeVerdict:
+    return _no_opinion(probe, f"it speaks for the installed {package} {installed}, not {asked}")
+
+
 _probes: dict[str, Probe] = {}
 _lock = threading.Lock()
 renew_after_fork(globals(), "_lock")
@@ -328,7 +333,7 @@ def judge(backend, query, ctx, env) -> ProbeVerdict | None:
             return probe.verdict(None, f"it asks the installed {probe.package}, and none is installed here")
         asked = (env.version(probe.package) if env is not None else None) or ctx.version  # as given, not as matched
         if installed != asked:
-            return probe.verdict(None, f"it speaks for the installed {probe.package} {installed}, not {asked}")
+            return _other_version(probe.name, probe.package, installed, asked)
         verdict = probe.check(query, ctx)
     except (Exception, SystemExit) as exc:  # a probe's sys.exit() must not end the caller
         # KeyboardInterrupt is let through: it cannot be told apart from the user's Ctrl-C.

@@ -22,6 +22,7 @@ costs one extra import once. warm() waits at most ATTNCAP_PROBE_TIMEOUT for all 
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import importlib
 import importlib.machinery
@@ -149,13 +150,7 @@ class FA4HeadDimProbe(Probe):
         if self._thread is not None:
             return f"importing {MODULE} is still running (in the background, started by warm()): " \
                    "the table answers until it finishes"
-        version = self.installed_version()
-        head = f"not asked: {MODULE} is not imported, and a resolve does not import it"
-        if version in CHECKED:
-            return (f"{head}; the packaged table already equals the validator of {self.package} {version} (checked "
-                    f"over head dims 1..576, known issues aside); to ask it anyway: {HOW_TO_WARM}")
-        return (f"{head}; the table was not checked against the validator of {self.package} {version}: to ask it, "
-                f"{HOW_TO_WARM}")
+        return _not_imported(self.package, self.installed_version())
 
     def _call(self, validator, args) -> ProbeVerdict:
         qk, v, cc, alignment = args
@@ -327,3 +322,13 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@functools.lru_cache(maxsize=64)  # asked on every resolve until warmed: one string (its hash kept) per version
+def _not_imported(package: str, version: str | None) -> str:
+    head = f"not asked: {MODULE} is not imported, and a resolve does not import it"
+    if version in CHECKED:
+        return (f"{head}; the packaged table already equals the validator of {package} {version} (checked "
+                f"over head dims 1..576, known issues aside); to ask it anyway: {HOW_TO_WARM}")
+    return (f"{head}; the table was not checked against the validator of {package} {version}: to ask it, "
+            f"{HOW_TO_WARM}")
