@@ -66,8 +66,12 @@ def default_unchanged():
 
 
 @contextlib.contextmanager
-def bounded(seconds: float = 5, megabytes: int = 200):
-    """Wall time and peak traced Python memory of the block."""
+def bounded(seconds: float = 60, megabytes: int = 200):
+    """Peak traced Python memory of the block, and a hang guard on its wall time.
+
+    The memory bound is what catches an expansion (an alias bomb expanded is gigabytes); the time
+    bound only tells a hang from slow work, so it is far above the block's time on a loaded machine
+    (it exceeded an earlier 5 s under load 4-9 on two cores, with tracemalloc on)."""
     tracemalloc.start()
     start = time.perf_counter()
     try:
