@@ -156,9 +156,10 @@ class Resolution:
     __slots__ = ("query", "env", "arch", "selected", "forced", "provisional", "_plan", "_early", "_policy",
                  "_probes", "_decisions")
 
-    def __init__(self, query, env, arch, decisions=None, forced=None, *, selected=None, plan=None, early=(),
+    def __init__(self, query, env, arch, decisions=None, forced=None, *, selected=None, plan=None, early=None,
                  policy="allow", probes=False, provisional=False):
-        """From built `decisions`, or lazily from a plan and what selection decided of its entries (`early`)."""
+        """From built `decisions`, or lazily from a plan and what selection decided of its entries
+        (`early`: {entry index: Decision or _Probed}, and how many entries selection reached)."""
         self.query, self.env, self.arch, self.forced = query, env, arch, forced
         self._plan, self._early, self._policy, self._probes = plan, early, policy, probes
         self._decisions = decisions
@@ -171,8 +172,8 @@ class Resolution:
     @property
     def decisions(self) -> tuple[Decision, ...]:
         if self._decisions is None:
-            early = self._early
-            self._decisions = tuple(_decision(entry, self, early[i] if i < len(early) else _UNASKED)
+            early, reached = self._early
+            self._decisions = tuple(_decision(entry, self, early.get(i) if i < reached else _UNASKED)
                                     for i, entry in enumerate(self._plan.entries))
         return self._decisions
 
@@ -320,38 +321,39 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
     arch = arch_of(query, env)
     plan = _plan(registry, arch, query, env, prefer, disable, force, profile)
     deny = policy == "deny"
-    early = []  # per entry asked: a Decision made now, a _Probed without opinion, or None (static, built when read)
+    entries = plan.entries
+    early = {}  # entry index -> a Decision made now, or _Probed (a probe without opinion); else static
     selected = None
+    reached = len(entries)  # entries after the selected one are decided when read
     provisional = False
-    for entry in plan.entries:
-        if entry.b is None:  # disabled
-            early.append(None)
-            continue
-        view = entry.view or entry.make_view()
+    for i, entry in enumerate(entries):
         if probes and entry.probed:
             verdict = probe_registry.judge(entry.b, query, entry.ctx, env)
             provisional = provisional or (verdict is not None and verdict.provisional)
             if _has_opinion(entry.b, verdict):  # the probe may overrule the table: decided now, in full
-                decision = _finish(_probed_decision(entry.b, query, entry.ctx, view, view.outcome(query, entry.ctx),
-                                                    verdict), entry, policy)
-                early.append(decision)
+                view = entry.view or entry.make_view()
+                decision = early[i] = _finish(_probed_decision(entry.b, query, entry.ctx, view,
+                                                               view.outcome(query, entry.ctx), verdict), entry, policy)
                 if decision.supported:
-                    selected = entry.name
+                    selected, reached = entry.name, i + 1
                     break
                 continue
-            early.append(_Probed(verdict))  # no opinion: the table decides
-        else:
-            early.append(None)
-        if entry.runnable and not (deny and entry.unverified):
+            early[i] = _Probed(verdict)  # no opinion: the table decides
+        if entry.runnable and not (deny and entry.unverified):  # not disabled, installed, not refused as a whole
             # View.supported, its memo looked up inline where that alone answers (this loop is the hot path)
-            supported = view.verdicts.get(view.key(query)) if view.steady else None
-            if supported is None:
+            view = entry.view or entry.make_view()
+            if view.steady:
+                key = view.key(query)
+                supported = view.verdicts.get(key)
+                if supported is None:
+                    supported = view.decide(key, query, entry.ctx)
+            else:
                 supported = view.supported(query, entry.ctx)
             if supported:
-                selected = entry.name
+                selected, reached = entry.name, i + 1
                 break
-    return Resolution(query, env, arch, None, force, selected=selected, plan=plan, early=early, policy=policy,
-                      probes=probes, provisional=provisional)
+    return Resolution(query, env, arch, None, force, selected=selected, plan=plan, early=(early, reached),
+                      policy=policy, probes=probes, provisional=provisional)
 
 
 class _Probed(NamedTuple):

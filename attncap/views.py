@@ -72,11 +72,14 @@ class _Part:
     def get(self, q: Query, c: Ctx):
         key = self.key(q)
         found = self.memo.get(key, _MISSING)
-        if found is _MISSING:
-            found = self.compute(q, c)
-            if len(self.memo) >= MEMO_SIZE:
-                self.memo.clear()
-            self.memo[key] = found
+        return self.put(key, q, c) if found is _MISSING else found
+
+    def put(self, key, q: Query, c: Ctx):
+        """The value for `q`, whose key is `key`: computed and kept."""
+        found = self.compute(q, c)
+        if len(self.memo) >= MEMO_SIZE:
+            self.memo.clear()
+        self.memo[key] = found
         return found
 
 
@@ -125,7 +128,8 @@ class View:
         every = support_reads.union(*[r.reads for rules in features.values() for r in rules])
         # features with a rule that has no query-dependent check left
         self.always = frozenset([name for name, rules in features.items() for r in rules if not r.checks])
-        self._features: dict = {}  # feature name -> _Part, made when a query first asks for that feature
+        self._features: dict = {}  # feature alternatives -> _Part, made when a query first asks for them
+        self._by_features: dict = {}  # a query's `features` -> what _feature_parts() found for them
         # Known issues that read the sequence lengths, which change from batch to batch, are a part of their
         # own and stay out of the whole verdict's key: a new length costs that part's lookup, not a new verdict.
         splits = [issue.split() for issue in known_issues] if installed else []
@@ -160,6 +164,10 @@ class View:
             return False
         return self._volatile is None or self._volatile.get(q, c) is None
 
+    def decide(self, key, q: Query, c: Ctx) -> bool:
+        """supported() of a steady View for a query whose key (self.key(q)) is not in `verdicts`."""
+        return self._verdict.put(key, q, c)
+
     def forget(self) -> None:
         """Drop every memoised verdict (benchmarks: each query evaluated afresh)."""
         parts = (self._whole, self._verdict, self._support, self._issues, self._volatile, *self._features.values())
@@ -169,10 +177,8 @@ class View:
     def _evaluate(self, q: Query, c: Ctx) -> Outcome:
         """The verdict but for the known issues that read the sequence lengths (outcome() adds those)."""
         rule = self._support.get(q, c)
-        missing = ()
-        for alternatives in q.features:
-            if not self.feature_ok(alternatives, q, c):
-                missing += (alternatives,)
+        missing = tuple(alternatives for alternatives, part in self._feature_parts(q.features)
+                        if part is None or not part.get(q, c))
         issue = self._issues.get(q, c)  # none when not installed: no issues then
         return Outcome(rule, missing, issue, self.installed and rule is not None and not missing and issue is None)
 
@@ -180,8 +186,8 @@ class View:
         """_evaluate(q, c).supported, stopping at the first part that fails."""
         if not self.installed or self._support.get(q, c) is None:
             return False
-        for alternatives in q.features:
-            if not self.feature_ok(alternatives, q, c):
+        for _, part in self._feature_parts(q.features):
+            if part is None or not part.get(q, c):
                 return False
         return self._issues.get(q, c) is None
 
@@ -191,24 +197,27 @@ class View:
                 return r
         return None
 
-    def feature_ok(self, alternatives: tuple[str, ...], q: Query, c: Ctx) -> bool:
-        """Some rule of one of the alternative features holds."""
-        always, parts = self.always, self._features
-        for name in alternatives:
-            if name in always:
-                return True
-        for name in alternatives:
-            part = parts.get(name)
-            if part is None:
-                rules = self.features.get(name)
-                if not rules:
-                    continue
-                reads = frozenset().union(*(r.reads for r in rules))
-                part = parts.setdefault(name, _Part(reads, functools.partial(_any_holds, rules)))
-            if part.get(q, c):
-                return True
-        return False
+    def _feature_parts(self, features: tuple) -> tuple:
+        """(alternatives, the _Part telling whether some rule of one of them holds, None when none has a rule)
+        of each entry of a query's `features` that a rule without query checks does not already allow."""
+        found = self._by_features.get(features)
+        if found is None:
+            found = tuple((alternatives, self._feature_part(alternatives)) for alternatives in features
+                          if self.always.isdisjoint(alternatives))
+            if len(self._by_features) >= MEMO_SIZE:
+                self._by_features.clear()
+            self._by_features[features] = found
+        return found
 
+    def _feature_part(self, alternatives: tuple[str, ...]) -> _Part | None:
+        part = self._features.get(alternatives)
+        if part is None:
+            rules = tuple(r for name in alternatives for r in self.features.get(name, ()))
+            if not rules:
+                return None
+            reads = frozenset().union(*(r.reads for r in rules))
+            part = self._features.setdefault(alternatives, _Part(reads, functools.partial(_any_holds, rules)))
+        return part
 
 
 def on_target(rules: tuple[tuple[Any, CompiledRule, Split], ...], arch: str, dtype: str, training: bool) -> tuple:
