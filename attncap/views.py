@@ -111,12 +111,13 @@ class View:
     checks already decided: the hot path evaluates only what depends on the query.
 
     A verdict depends only on the query attributes that the remaining checks read (each Check
-    declares its `reads`), so it is memoised on those, whole (`verdicts` for supported(), and the
-    Outcome) and by part (the support rule, each feature, the known issues): a query that differs from
+    declares its `reads`), so it is memoised on those, whole (`verdicts`: whether supported) and by
+    part (the support rule, each feature's alternatives, the known issues): a query that differs from
     earlier ones only in what this backend's rules ignore (most often the sequence lengths) costs one
     lookup, and one that is new as a whole but not in each part costs a lookup per part it reaches
-    (supported() stops at the first part that fails). Known issues that read the sequence lengths stay
-    out of the whole verdict's key (a part of their own, asked after it).
+    (supported() stops at the first part that fails; outcome(), for Decisions, asks every part).
+    Known issues that read the sequence lengths stay out of the whole verdict's key (a part of their
+    own, asked after it).
     """
 
     def __init__(self, support: tuple[CompiledRule, ...], features: dict[str, tuple[CompiledRule, ...]],
@@ -144,19 +145,21 @@ class View:
             self._issues, self._volatile = _Part(self._issues.reads | self._volatile.reads,
                                                  _Issues([*steady, *volatile]).first), None
         self.steady = self._volatile is None  # the whole verdict alone answers (the resolver's inline lookup)
-        self._whole = _Part(every | {"features"}, self._evaluate)  # features: which feature rules are asked at all
-        # Whether supported, memoised on the same key: selection needs only this boolean, found by stopping at
-        # the first failing part; the full Outcome (every missing feature, the issue) is built for Decisions.
-        self._verdict = _Part(self._whole.reads, self._supported)
+        # Whether supported, memoised whole (features: which feature rules are asked at all): selection needs
+        # only this boolean, found by stopping at the first failing part. The full Outcome (every missing
+        # feature, the issue) is built from the parts for Decisions.
+        self._verdict = _Part(every | {"features"}, self._supported)
         self.verdicts, self.key = self._verdict.memo, self._verdict.key
 
     def outcome(self, q: Query, c: Ctx) -> Outcome:
-        """The static verdict on `q` (memoised)."""
-        found = self._whole.get(q, c)
-        if self._volatile is None or found.issue is not None:
-            return found
-        issue = self._volatile.get(q, c)
-        return found if issue is None else Outcome(found.rule, found.missing, issue, False)
+        """The static verdict on `q`, from the memoised parts."""
+        rule = self._support.get(q, c)
+        missing = tuple(alternatives for alternatives, part in self._feature_parts(q.features)
+                        if part is None or not part.get(q, c))
+        issue = self._issues.get(q, c)  # none when not installed: no issues then
+        if issue is None and self._volatile is not None:
+            issue = self._volatile.get(q, c)
+        return Outcome(rule, missing, issue, self.installed and rule is not None and not missing and issue is None)
 
     def supported(self, q: Query, c: Ctx) -> bool:
         """Whether `q` is supported: outcome(q, c).supported, without building the Outcome (memoised)."""
@@ -170,20 +173,13 @@ class View:
 
     def forget(self) -> None:
         """Drop every memoised verdict (benchmarks: each query evaluated afresh)."""
-        parts = (self._whole, self._verdict, self._support, self._issues, self._volatile, *self._features.values())
+        parts = (self._verdict, self._support, self._issues, self._volatile, *self._features.values())
         for part in filter(None, parts):
             part.memo.clear()
 
-    def _evaluate(self, q: Query, c: Ctx) -> Outcome:
-        """The verdict but for the known issues that read the sequence lengths (outcome() adds those)."""
-        rule = self._support.get(q, c)
-        missing = tuple(alternatives for alternatives, part in self._feature_parts(q.features)
-                        if part is None or not part.get(q, c))
-        issue = self._issues.get(q, c)  # none when not installed: no issues then
-        return Outcome(rule, missing, issue, self.installed and rule is not None and not missing and issue is None)
-
     def _supported(self, q: Query, c: Ctx) -> bool:
-        """_evaluate(q, c).supported, stopping at the first part that fails."""
+        """outcome(q, c).supported but for the issues reading sequence lengths, stopping at the first part
+        that fails."""
         if not self.installed or self._support.get(q, c) is None:
             return False
         for _, part in self._feature_parts(q.features):
