@@ -159,7 +159,7 @@ class Resolution:
     def __init__(self, query, env, arch, decisions=None, forced=None, *, selected=None, plan=None, early=None,
                  policy="allow", probes=False, provisional=False):
         """From built `decisions`, or lazily from a plan and what selection decided of its entries
-        (`early`: {entry index: Decision or _Probed}, and how many entries selection reached)."""
+        (`early`: {entry index: Decision or _Probed})."""
         self.query, self.env, self.arch, self.forced = query, env, arch, forced
         self._plan, self._early, self._policy, self._probes = plan, early, policy, probes
         self._decisions = decisions
@@ -172,9 +172,8 @@ class Resolution:
     @property
     def decisions(self) -> tuple[Decision, ...]:
         if self._decisions is None:
-            early, reached = self._early
-            self._decisions = tuple(_decision(entry, self, early.get(i) if i < reached else _UNASKED)
-                                    for i, entry in enumerate(self._plan.entries))
+            early = self._early
+            self._decisions = tuple(_decision(entry, self, early.get(i)) for i, entry in enumerate(self._plan.entries))
         return self._decisions
 
     def decision(self, backend: str) -> Decision:
@@ -316,29 +315,26 @@ def arch_of(query: AttentionQuery, env: Environment) -> str:
 
 
 def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow", profile=None) -> Resolution:
-    """Selection stops at the first supported backend; what it did not decide is decided when
-    `Resolution.decisions` is read (from the same Views, and the probes as they answer then)."""
+    """Selection asks the backends in order and stops at the first supported one. A probe is asked where it
+    can change that: an override probe before the table (its yes may select a backend the table rejects),
+    a restricting or advisory one only when the table says yes. What selection did not decide is decided
+    when `Resolution.decisions` is read (from the same Views, and the probes as they answer then)."""
     arch = arch_of(query, env)
     plan = _plan(registry, arch, query, env, prefer, disable, force, profile)
     deny = policy == "deny"
-    entries = plan.entries
-    early = {}  # entry index -> a Decision made now, or _Probed (a probe without opinion); else static
+    early = {}  # entry index -> a Decision made now, or _Probed (a probe asked now that had no opinion)
     selected = None
-    reached = len(entries)  # entries after the selected one are decided when read
     provisional = False
-    for i, entry in enumerate(entries):
-        if probes and entry.probed:
-            verdict = probe_registry.judge(entry.b, query, entry.ctx, env)
-            provisional = provisional or (verdict is not None and verdict.provisional)
-            if _has_opinion(entry.b, verdict):  # the probe may overrule the table: decided now, in full
-                view = entry.view or entry.make_view()
-                decision = early[i] = _finish(_probed_decision(entry.b, query, entry.ctx, view,
-                                                               view.outcome(query, entry.ctx), verdict), entry, policy)
-                if decision.supported:
-                    selected, reached = entry.name, i + 1
+    for i, entry in enumerate(plan.entries):
+        probed = probes and entry.probed
+        if probed and entry.overrides:
+            found = _probe(entry, query, env, policy, early, i)
+            provisional = provisional or found[1]
+            if found[0] is not None:  # the probe had an opinion: decided in full
+                if found[0]:
+                    selected = entry.name
                     break
                 continue
-            early[i] = _Probed(verdict)  # no opinion: the table decides
         if entry.runnable and not (deny and entry.unverified):  # not disabled, installed, not refused as a whole
             # View.supported, its memo looked up inline where that alone answers (this loop is the hot path)
             view = entry.view or entry.make_view()
@@ -349,11 +345,29 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
                     supported = view.decide(key, query, entry.ctx)
             else:
                 supported = view.supported(query, entry.ctx)
+            if supported and probed and not entry.overrides:  # a restricting probe may say no
+                found = _probe(entry, query, env, policy, early, i)
+                provisional = provisional or found[1]
+                supported = supported if found[0] is None else found[0]
             if supported:
-                selected, reached = entry.name, i + 1
+                selected = entry.name
                 break
-    return Resolution(query, env, arch, None, force, selected=selected, plan=plan, early=(early, reached),
-                      policy=policy, probes=probes, provisional=provisional)
+    return Resolution(query, env, arch, None, force, selected=selected, plan=plan, early=early, policy=policy,
+                      probes=probes, provisional=provisional)
+
+
+def _probe(entry, query, env, policy, early: dict, i: int) -> tuple[bool | None, bool]:
+    """Ask entry's probe during selection: (whether the backend is supported, None when the probe has no
+    opinion and the table decides; whether the verdict is provisional). What it decided goes to early[i]."""
+    verdict = probe_registry.judge(entry.b, query, entry.ctx, env)
+    provisional = verdict is not None and verdict.provisional
+    if not _has_opinion(entry.b, verdict):
+        early[i] = _Probed(verdict)
+        return None, provisional
+    view = entry.view or entry.make_view()
+    decision = early[i] = _finish(_probed_decision(entry.b, query, entry.ctx, view, view.outcome(query, entry.ctx),
+                                                   verdict), entry, policy)
+    return decision.supported, provisional
 
 
 class _Probed(NamedTuple):
@@ -364,7 +378,7 @@ class _Probed(NamedTuple):
 
 def _decision(entry, resolution: Resolution, early) -> Decision:
     """The Decision of one plan entry: the one selection made, or one made now from what selection left
-    (`early`; _UNASKED for an entry after the selected one, whose probe is asked now)."""
+    (`early`: the probe's verdict without opinion, or None; a probe selection did not ask is asked now)."""
     if entry.b is None:
         return Decision(entry.name, False, "disabled", reasons=_FORCED if resolution.forced else _DISABLED)
     if isinstance(early, Decision):
@@ -373,15 +387,12 @@ def _decision(entry, resolution: Resolution, early) -> Decision:
     outcome = view.outcome(q, ctx)
     if isinstance(early, _Probed):
         decision = _probed_decision(entry.b, q, ctx, view, outcome, early.verdict)
-    elif early is _UNASKED and resolution._probes and entry.probed:
+    elif resolution._probes and entry.probed:
         decision = _probed_decision(entry.b, q, ctx, view, outcome,
                                     probe_registry.judge(entry.b, q, ctx, resolution.env))
     else:
         decision = _static_decision(entry.b, q, ctx, outcome)
     return _finish(decision, entry, resolution._policy)
-
-
-_UNASKED = object()  # an entry selection did not reach
 
 
 def _finish(d: Decision, entry, policy: str) -> Decision:
@@ -441,8 +452,8 @@ _plans: dict = {}
 class _Entry:
     """One backend of a plan: everything about it that is the same for every query of the plan."""
 
-    __slots__ = ("name", "b", "ctx", "view", "target", "cov", "blocked", "conflict", "probed", "runnable",
-                 "unverified")
+    __slots__ = ("name", "b", "ctx", "view", "target", "cov", "blocked", "conflict", "probed", "overrides",
+                 "runnable", "unverified")
 
     def __init__(self, name, b=None, ctx=None, target=None, cov=None, blocked=None, conflict=None):
         self.name, self.b, self.ctx = name, b, ctx  # b None: disabled (or another is forced)
@@ -451,7 +462,8 @@ class _Entry:
         self.blocked = blocked  # a profile's refusal (Reason) or None
         self.conflict = conflict  # (message, proven) when the flash_attn namespace may break the package
         installed = ctx is not None and ctx.version is not None
-        self.probed = installed and b.probe is not None  # with probes on, decided per query in full
+        self.probed = installed and b.probe is not None  # with probes on, its probe is asked
+        self.overrides = self.probed and b.probe.mode == "override"  # its yes can overrule the table's no
         # Installed, and a statically supported query stays supported after classify() and _conflicted():
         self.runnable = installed and blocked is None and (cov is None or cov.outcome != "unknown") and \
             not (conflict and conflict[1])

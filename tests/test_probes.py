@@ -235,3 +235,31 @@ def test_a_backend_after_the_selected_one_is_probed_when_its_decision_is_read(mo
     first = resolve(AttentionQuery(arch="sm90", head_dim_qk=136), env, prefer=["flash-attn-4"])
     assert first.decision("flash-attn-4").decided_by == "probe" and len(calls) == 2  # asked first: during selection
     attncap.clear_cache()
+
+
+def test_a_restricting_probe_is_asked_only_when_the_table_says_yes(monkeypatch):
+    """A `restrict` probe can only turn a yes into a no: selection asks it only where the table says yes;
+    the decisions ask it for the rest when read, so every probed decision shows its verdict."""
+    from attncap import probes
+    calls = []
+
+    class No(probes.Probe):
+        name, package, judges = "torch-sdpa-flash", "torch", frozenset()
+
+        def installed_version(self):
+            return "2.13.0"
+
+        def check(self, query, ctx):
+            calls.append(query.head_dim_qk)
+            return self.verdict(False, "no")
+    monkeypatch.setitem(probes._probes, "torch-sdpa-flash", No())
+    attncap.clear_cache()
+    env = Environment(versions={"torch": "2.13.0"})
+    big = resolve(AttentionQuery(arch="sm90", head_dim_qk=512), env, prefer=["torch-sdpa-flash"])
+    assert calls == []  # the table rejects head dim 512 for SDPA flash: nothing for the probe to restrict
+    d = big.decision("torch-sdpa-flash")
+    assert (d.supported, d.decided_by, d.probe.supported) == (False, "static", False) and calls == [512]
+    small = resolve(AttentionQuery(arch="sm90", head_dim_qk=128), env, prefer=["torch-sdpa-flash"])
+    assert calls == [512, 128] and small.selected != "torch-sdpa-flash"  # the table's yes, the probe's no
+    assert small.decision("torch-sdpa-flash").decided_by == "probe"
+    attncap.clear_cache()
