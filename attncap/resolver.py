@@ -316,9 +316,10 @@ def arch_of(query: AttentionQuery, env: Environment) -> str:
 
 def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow", profile=None) -> Resolution:
     """Selection asks the backends in order and stops at the first supported one. A probe is asked where it
-    can change that: an override probe before the table (its yes may select a backend the table rejects),
-    a restricting or advisory one only when the table says yes. What selection did not decide is decided
-    when `Resolution.decisions` is read (from the same Views, and the probes as they answer then)."""
+    can change that: before the table where its yes can select a backend (an override probe; any probe of an
+    unknown build, which its yes makes unverified), else only when the table says yes. What selection did
+    not decide is decided when `Resolution.decisions` is read (from the same Views, and the probes as they
+    answer then)."""
     arch = arch_of(query, env)
     plan = _plan(registry, arch, query, env, prefer, disable, force, profile)
     deny = policy == "deny"
@@ -327,10 +328,10 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
     provisional = False
     for i, entry in enumerate(plan.entries):
         probed = probes and entry.probed
-        if probed and entry.overrides:
-            found = _probe(entry, query, env, policy, early, i)
+        if probed and entry.probe_first:
+            found = _probe(entry, query, env, policy, early, i, full=entry.probe_decides)
             provisional = provisional or found[1]
-            if found[0] is not None:  # the probe had an opinion: decided in full
+            if found[0] is not None:  # decided in full (the probe had an opinion, or decides the build)
                 if found[0]:
                     selected = entry.name
                     break
@@ -345,7 +346,7 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
                     supported = view.decide(key, query, entry.ctx)
             else:
                 supported = view.supported(query, entry.ctx)
-            if supported and probed and not entry.overrides:  # a restricting probe may say no
+            if supported and probed and not entry.probe_first:  # a restricting probe may say no
                 found = _probe(entry, query, env, policy, early, i)
                 provisional = provisional or found[1]
                 supported = supported if found[0] is None else found[0]
@@ -356,12 +357,13 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
                       probes=probes, provisional=provisional)
 
 
-def _probe(entry, query, env, policy, early: dict, i: int) -> tuple[bool | None, bool]:
+def _probe(entry, query, env, policy, early: dict, i: int, full: bool = False) -> tuple[bool | None, bool]:
     """Ask entry's probe during selection: (whether the backend is supported, None when the probe has no
-    opinion and the table decides; whether the verdict is provisional). What it decided goes to early[i]."""
+    opinion and the table decides, unless `full`; whether the verdict is provisional). What it decided goes
+    to early[i]."""
     verdict = probe_registry.judge(entry.b, query, entry.ctx, env)
     provisional = verdict is not None and verdict.provisional
-    if not _has_opinion(entry.b, verdict):
+    if not full and not _has_opinion(entry.b, verdict):
         early[i] = _Probed(verdict)
         return None, provisional
     view = entry.view or entry.make_view()
@@ -452,8 +454,8 @@ _plans: dict = {}
 class _Entry:
     """One backend of a plan: everything about it that is the same for every query of the plan."""
 
-    __slots__ = ("name", "b", "ctx", "view", "target", "cov", "blocked", "conflict", "probed", "overrides",
-                 "runnable", "unverified")
+    __slots__ = ("name", "b", "ctx", "view", "target", "cov", "blocked", "conflict", "probed", "probe_decides",
+                 "probe_first", "runnable", "unverified")
 
     def __init__(self, name, b=None, ctx=None, target=None, cov=None, blocked=None, conflict=None):
         self.name, self.b, self.ctx = name, b, ctx  # b None: disabled (or another is forced)
@@ -463,7 +465,11 @@ class _Entry:
         self.conflict = conflict  # (message, proven) when the flash_attn namespace may break the package
         installed = ctx is not None and ctx.version is not None
         self.probed = installed and b.probe is not None  # with probes on, its probe is asked
-        self.overrides = self.probed and b.probe.mode == "override"  # its yes can overrule the table's no
+        # An unknown build that a probe's yes makes unverified (classify): decided in full with the probe.
+        self.probe_decides = self.probed and cov is not None and cov.outcome == "unknown" and cov.probe_decides
+        # Asked before the table, as its yes can select a backend the table alone does not: an override
+        # probe, or one that decides an unknown build. Any other probe can only turn the table's yes to no.
+        self.probe_first = self.probed and (b.probe.mode == "override" or self.probe_decides)
         # Installed, and a statically supported query stays supported after classify() and _conflicted():
         self.runnable = installed and blocked is None and (cov is None or cov.outcome != "unknown") and \
             not (conflict and conflict[1])

@@ -163,6 +163,22 @@ def test_unknown_build_with_a_probe_that_accepts_is_unverified(monkeypatch):
     assert d.supported and d.outcome == "unverified"
 
 
+@pytest.mark.parametrize("says", [True, False])
+def test_a_restricting_probe_decides_an_unknown_build(monkeypatch, says):
+    """SDPA's probes only restrict the table, but for an unknown torch build a yes makes the backend
+    unverified: selection asks the probe there too, and selects what the decision says."""
+    from attncap import probes, resolver
+    from attncap.probes import ProbeVerdict as Verdict
+    monkeypatch.setattr(probes, "judge", lambda b, q, c, e: Verdict(b.probe.name, says, "asked"))
+    resolver.clear_cache()
+    res = resolve(AttentionQuery(arch="sm90", dtype="bf16", head_dim_qk=128), Environment(versions={"torch": "0.0.0"}),
+                  prefer=["torch-sdpa-flash"])
+    d = res.decision("torch-sdpa-flash")
+    assert (res.selected == "torch-sdpa-flash") == d.supported == says
+    assert d.outcome == ("unverified" if says else "rejected")
+    resolver.clear_cache()
+
+
 def test_dev_build_of_the_next_release_uses_the_newest_rules():
     d = decide(H100_TRAIN, env(flash_attn_4="4.0.0.dev0"), "flash-attn-4")
     assert d.supported and d.outcome == "unverified"

@@ -169,7 +169,8 @@ def test_a_preferred_backend_comes_first_and_only_once():
     """prefer= moves a backend to the front; it is not also left where the policy puts it (it was)."""
     query, env = AttentionQuery(arch="sm90", head_dim_qk=136), Environment(versions={"flash-attn": "2.8.3"})
     backends = [d.backend for d in resolve(query, env, prefer=["flash-attn-4", "flash-attn-4"], probes=False).decisions]
-    assert backends[0] == "flash-attn-4" and len(backends) == len(set(backends)) == len(attncap.default_registry().compiled)
+    assert backends[0] == "flash-attn-4"
+    assert len(backends) == len(set(backends)) == len(attncap.default_registry().compiled)
 
 
 def test_cache_hits_and_clear(registry):
