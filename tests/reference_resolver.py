@@ -11,13 +11,15 @@ the Ctx, the profile windows, classify() and the flash_attn namespace note.
 from __future__ import annotations
 
 from attncap import coverage, namespace
+from attncap import probes as probe_registry
 from attncap.resolver import _DISABLED, _FORCED, Decision, Resolution, _conflicted, _ctx, arch_of, classify
 
 VERSIONS = frozenset({"versions"})
 
 
-def reference_resolve(query, env, registry, *, prefer=(), disable=(), force=None, policy="allow", profile=None):
-    """A Resolution with every Decision built at once; probes are not asked."""
+def reference_resolve(query, env, registry, *, prefer=(), disable=(), force=None, policy="allow", profile=None,
+                      probes=False):
+    """A Resolution with every Decision built at once, every installed backend's probe asked when `probes`."""
     arch = arch_of(query, env)
     compiled = registry.compiled
     # force, then prefer, then the profile's order; each backend once, where it first comes
@@ -34,6 +36,8 @@ def reference_resolve(query, env, registry, *, prefer=(), disable=(), force=None
         c = _ctx(b, env, arch, vocab.dtypes[query.dtype].bytes, vocab.cc(arch), cov)
         d = evaluate_plainly(b, query, c)
         installed = c.version is not None
+        if probes and installed and b.probe is not None:
+            d = with_probe(b, query, c, d, probe_registry.judge(b, query, c, env))
         blocked = coverage.profile_block(registry, profile, b, env) if installed else None
         cov = None if cov.outcome == "supported" and not cov.notes else cov
         if cov is not None or blocked is not None:
@@ -56,3 +60,22 @@ def evaluate_plainly(b, q, c) -> Decision:
     decided_by = "known_issue" if issue else "static" if installed else "not_installed"
     return Decision(b.id, supported, decided_by, rule.id if rule else None, rule is not None, None, None, b, q, c,
                     rule is not None, missing)
+
+
+def with_probe(b, q, c, static: Decision, verdict) -> Decision:
+    """The decision once the probe has spoken (DESIGN.md's probe modes): no opinion (or an advisory probe)
+    leaves the table's verdict; a no rejects what the table supports; an override probe's yes replaces the
+    table's no, provided every support rule's check the probe does not judge holds."""
+    matched = static.static
+    core, decided_by = matched, "static"
+    if verdict is not None and verdict.supported is not None and b.probe.mode != "advisory":
+        if verdict.supported is False:
+            core, decided_by = False, "probe" if matched else "static"
+        elif b.probe.mode == "override":
+            judged = probe_registry.judged_fields(b.probe.name)
+            core = any(r.matches(q, c, judged) for r in b.support)
+            decided_by = "probe" if core and not matched else "static"
+    issue = static.decided_by == "known_issue"
+    rule = static.rule if matched else ("probe" if core and verdict is not None else None)
+    return Decision(b.id, core and not static._missing and not issue, "known_issue" if issue else decided_by, rule,
+                    matched, verdict, None, b, q, c, core, static._missing)

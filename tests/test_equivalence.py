@@ -4,8 +4,9 @@ decisions) decides exactly as the straightforward evaluator (tests/reference_res
 100,000 random queries over every field, on what-if environments whose versions sit at and around
 every specifier boundary the data names, with prefer/disable/force, the unverified policies and the
 transformer-engine profile. Decisions (supported, outcome, decided_by, rule) are compared on every
-query; reasons, in full, on every REASONS_EVERY-th. Probes are off (the probe path is not changed by
-the fast path: a backend with a probe is evaluated in full there).
+query; reasons, in full, on every REASONS_EVERY-th. Probes are off there; a second test turns them on
+with a deterministic fake verdict (yes, no or no opinion) per backend and shape, on environments that also
+hold unknown builds, since selection asks a probe only where its answer can change what is selected.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
+import zlib
 
 import pytest
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -112,11 +114,11 @@ def random_overrides(rng, registry) -> dict:
     return overrides
 
 
-def fast(query, env, registry, overrides):
+def fast(query, env, registry, overrides, probes=False):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", attncap.UnverifiedWarning)
-            return resolve(query, env, probes=False, registry=registry, **overrides)
+            return resolve(query, env, probes=probes, registry=registry, **overrides)
     except BackendUnavailableError as exc:  # a forced backend that cannot run: its resolution is still compared
         return exc.resolution
 
@@ -147,6 +149,38 @@ def test_fast_path_decides_as_the_straightforward_evaluator(registry, monkeypatc
             reasons_compared += 1
         compared += 1
     assert compared == QUERIES and reasons_compared == -(-QUERIES // REASONS_EVERY)
+
+
+def fake_judge(b, q, c, env):
+    """A probe's verdict that depends only on the backend and the shape: yes, no or no opinion."""
+    if b.probe is None or (b.probe.archs and c.arch not in b.probe.archs):
+        return None
+    supported = (True, False, None)[zlib.crc32(repr((b.id, c.arch, q.dtype, q.head_dim_qk, q.head_dim_v)).encode()) % 3]
+    return attncap.probes.ProbeVerdict(b.probe.name, supported, "fake")
+
+
+def test_with_probes_the_fast_path_decides_as_the_straightforward_evaluator(registry, monkeypatch):
+    for name in ("ATTNCAP_BACKEND", "ATTNCAP_DISABLE", "ATTNCAP_PROBES", "ATTNCAP_UNVERIFIED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(attncap.probes, "judge", fake_judge)
+    attncap.clear_cache()
+    rng = random.Random(19)
+    versions = boundary_versions(registry)
+    for package in ("torch", "flash-attn-4"):  # unknown builds: a probe's yes makes them unverified
+        versions[package] = [*versions[package], "0.0.0", "0.0.0", "0.0.0"]
+    environments = [random_environment(rng, registry, versions) for _ in range(ENVIRONMENTS)]
+    for i in range(QUERIES // 5):
+        env = rng.choice(environments)
+        query = random_query(rng, registry, env.arch)
+        overrides = random_overrides(rng, registry)
+        got = fast(query, env, registry, overrides, probes=True)
+        policy = overrides.pop("unverified")
+        expected = reference_resolve(query, env, registry, policy=policy, probes=True, **overrides)
+        assert verdicts(got) == verdicts(expected), (query, env, overrides, policy)
+        if i % REASONS_EVERY == 0:
+            assert [d.as_dict() for d in got.decisions] == [d.as_dict() for d in expected.decisions], \
+                (query, env, overrides, policy)
+    attncap.clear_cache()
 
 
 def test_memoised_outcomes_are_the_evaluated_ones(registry):
