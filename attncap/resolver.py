@@ -156,7 +156,7 @@ class Resolution:
     __slots__ = ("query", "env", "arch", "selected", "forced", "provisional", "_plan", "_early", "_policy",
                  "_probes", "_decisions")
 
-    def __init__(self, query, env, arch, decisions=None, forced=None, *, selected=None, plan=None, early=None,
+    def __init__(self, query, env, arch, decisions=None, forced=None, selected=None, plan=None, early=None,
                  policy="allow", probes=False, provisional=False):
         """From built `decisions`, or lazily from a plan and what selection decided of its entries
         (`early`: {entry index: Decision or _Probed})."""
@@ -320,7 +320,7 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
     unknown build, which its yes makes unverified), else only when the table says yes. What selection did
     not decide is decided when `Resolution.decisions` is read (from the same Views, and the probes as they
     answer then)."""
-    arch = arch_of(query, env)
+    arch = query.arch or env.arch or arch_of(query, env)  # arch_of raises, naming what is missing
     plan = _plan(registry, arch, query, env, prefer, disable, force, profile)
     deny = policy == "deny"
     early = {}  # entry index -> a Decision made now, or _Probed (a probe asked now that had no opinion)
@@ -353,8 +353,7 @@ def _resolve(query, env, prefer, disable, force, probes, registry, policy="allow
             if supported:
                 selected = entry.name
                 break
-    return Resolution(query, env, arch, None, force, selected=selected, plan=plan, early=early, policy=policy,
-                      probes=probes, provisional=provisional)
+    return Resolution(query, env, arch, None, force, selected, plan, early, policy, probes, provisional)
 
 
 def _probe(entry, query, env, policy, early: dict, i: int, full: bool = False) -> tuple[bool | None, bool]:
