@@ -55,7 +55,9 @@ class AttentionQuery(metaclass=Memoised):
     Built with the same keyword arguments again, it is the same object (attncap.memo): validated once.
     """
 
-    __slots__ = _BASE_FIELDS + ("_extra", "gqa", "cross_attention", "features", "_vocabulary", "_key", "_hash")
+    # _last: the last resolution of this query and what it was resolved under (attncap.resolver.resolve)
+    __slots__ = _BASE_FIELDS + ("_extra", "gqa", "cross_attention", "features", "_vocabulary", "_key", "_hash",
+                                "_last")
 
     def __init__(self, *, head_dim_qk: int, dtype: Any = "bf16", head_dim_v: int | None = None, arch: Any = None,
                  num_heads_q: int | None = None, num_heads_kv: int | None = None, seqlen_q: int | None = None,
@@ -106,6 +108,7 @@ class AttentionQuery(metaclass=Memoised):
         s(self, "features", _features(self, same_lengths=not self.cross_attention))
         s(self, "_key", _FIELD_VALUES(self))
         s(self, "_hash", hash(self._key))
+        s(self, "_last", None)
 
     def __setattr__(self, name, value):
         raise AttributeError("AttentionQuery is immutable; use .replace(...)")

@@ -230,20 +230,31 @@ def resolve(query: AttentionQuery, env: Environment | None = None, *, prefer=Non
         overrides = _NO_OVERRIDES
     else:
         overrides = _environment_overrides()
-    key = (query, env, overrides, prefer, disable, force, probes, registry)
-    if unverified is not None or profile is not None:  # rarely given: keep the common key short
-        key += (unverified, profile)
-    resolution = _cache.get(key)
-    if resolution is None:
-        generation = _generation
-        resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry, overrides, unverified,
-                                       profile)
-        if not resolution.provisional:
-            with _cache_lock:
-                if generation == _generation:
-                    if len(_cache) >= CACHE_SIZE:
-                        _cache.pop(next(iter(_cache)), None)
-                    _cache[key] = resolution
+    # A query remembers its last resolution and what it was resolved under: asked again under the same
+    # (a framework's every step), that comparison answers without hashing the query and environment.
+    generation = _generation
+    under = (env, overrides, prefer, disable, force, probes, registry, unverified, profile, generation)
+    last = query._last
+    if last is not None and last[0] == under:
+        resolution = last[1]
+    else:
+        key = (query, env, overrides, prefer, disable, force, probes, registry)
+        if unverified is not None or profile is not None:  # rarely given: keep the common key short
+            key += (unverified, profile)
+        resolution = _cache.get(key)
+        if resolution is None:
+            resolution = _resolve_uncached(query, env, prefer, disable, force, probes, registry, overrides,
+                                           unverified, profile)
+            if resolution.provisional:
+                under = None  # its probe may change its mind soon: not kept
+            else:
+                with _cache_lock:
+                    if generation == _generation:
+                        if len(_cache) >= CACHE_SIZE:
+                            _cache.pop(next(iter(_cache)), None)
+                        _cache[key] = resolution
+        if under is not None and generation == _generation:
+            object.__setattr__(query, "_last", (under, resolution))
     if resolution.forced and not resolution.decision(resolution.forced).supported:
         raise BackendUnavailableError(resolution, resolution.forced)
     return resolution

@@ -173,6 +173,23 @@ def test_a_preferred_backend_comes_first_and_only_once():
     assert len(backends) == len(set(backends)) == len(attncap.default_registry().compiled)
 
 
+def test_a_query_asked_again_under_other_conditions_is_resolved_for_them():
+    """A query keeps its last resolution for the very same conditions only: another environment, other
+    overrides, an ATTNCAP_* variable or a cleared cache each get their own answer."""
+    query = AttentionQuery(arch="sm90", head_dim_qk=128)
+    fa2, fa3 = Environment(versions={"flash-attn": "2.8.3"}), Environment(versions={"flash-attn-3": "3.0.0"})
+    for _ in range(2):
+        assert resolve(query, fa2, probes=False).selected == "flash-attn-2"
+        assert resolve(query, fa3, probes=False).selected == "flash-attn-3"
+    both = Environment(versions={"flash-attn": "2.8.3", "flash-attn-3": "3.0.0"})
+    first = resolve(query, both, probes=False)
+    assert resolve(query, both, probes=False) is first
+    assert resolve(query, both, probes=False, prefer=["flash-attn-2"]).selected == "flash-attn-2"
+    assert resolve(query, both, probes=False, disable=[first.selected]).selected != first.selected
+    attncap.clear_cache()
+    assert resolve(query, both, probes=False) is not first
+
+
 def test_cache_hits_and_clear(registry):
     query, env = q(registry, arch="sm90", head_dim_qk=64), Environment(versions={"toy-attn": "1.5"})
     first = resolve(query, env, registry=registry, probes=False)
