@@ -49,17 +49,18 @@ renew_after_fork(globals(), "_cache_lock")
 _generation = 0  # bumped by clear_cache(): a resolution begun before it is not stored after it
 
 
-def _forget_resolutions() -> None:
-    """A probe became ready (attncap.probes.warm(), or its library got imported): resolutions cached with
-    its earlier "not ready" verdict must not outlive that. Registered with probes.on_change; the registry,
-    plans and detected environment are kept. A resolution begun before this is not stored after it."""
+def forget_resolutions() -> None:
+    """Forget cached resolutions (those the cache holds and each query's last one), keeping the registry,
+    plans and detected environment. Registered with probes.on_change: when a probe becomes ready
+    (attncap.probes.warm(), or its library got imported), resolutions cached with its earlier "not ready"
+    verdict must not outlive that. A resolution begun before this is not stored after it."""
     global _generation
     with _cache_lock:
         _generation += 1
         _cache.clear()
 
 
-probe_registry.on_change(_forget_resolutions)
+probe_registry.on_change(forget_resolutions)
 
 
 def clear_cache() -> None:

@@ -153,7 +153,7 @@ def _fresh_caches(plans: bool, memos: bool = False) -> None:
     also the per-environment plans and the views they hold (the arch, dtype and pass are new again).
     The loaded registry is kept."""
     from attncap import resolver
-    resolver._cache.clear()
+    resolver.forget_resolutions()
     if plans or memos:
         for b in attncap.default_registry().compiled.values():
             b.forget(views=plans)

@@ -51,7 +51,7 @@ BASELINE_QUERIES = [AttentionQuery(arch=a, head_dim_qk=h, training=t) for a in (
 
 
 def _baseline() -> list:
-    resolver._cache.clear()  # resolve afresh, not from the cache
+    resolver.forget_resolutions()  # resolve afresh, not from the caches
     return [_summary(resolve(q, ENV, probes=False)) for q in BASELINE_QUERIES]
 
 
