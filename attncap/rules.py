@@ -77,7 +77,7 @@ class Check:
     allowed: frozenset = frozenset()  # for set checks: the allowed values
     reads: tuple[str, ...] = ()  # the query attributes `test` reads (a View memoises on them); () = the Ctx only
     # For a known issue: (value of the query, the values it needs); `test` is False for any other value,
-    # so a View finds the issues a query may hit by looking its value up (View.known_issue).
+    # so a View finds the issues a query may hit by looking its value up (views._Issues).
     guard: tuple[Callable, frozenset] | None = None
 
 
@@ -347,6 +347,9 @@ class CompiledRule:
         object.__setattr__(self, "_tests", tuple(ch.test for ch in self.checks))
         object.__setattr__(self, "reads", frozenset(name for ch in self.checks for name in ch.reads))
         object.__setattr__(self, "target", _target(self.checks))  # (archs, dtypes, training values) it admits
+        # a known issue's most selective guard among its query checks (Check.guard), if any
+        guarded = [ch for ch in self.checks if ch.guard and ch.field not in _DECIDED_BY_VIEW]
+        object.__setattr__(self, "guard", min(guarded, key=_guard_rank).guard if guarded else None)
 
     def split(self) -> Split:
         """How Views use this rule (computed on first use, then kept)."""
@@ -384,8 +387,6 @@ class Split(NamedTuple):
     versions: tuple[Check, ...]  # its checks on the versions
     unversioned: tuple[Check, ...]  # the same but on the package's own version (for a package not installed)
     rest: CompiledRule  # the rule without view-level checks, as a View holds it
-    reads: frozenset  # the query attributes the rest reads
-    guard: tuple | None  # a known issue's most selective guard (Check.guard), if any
 
 
 def _target(checks: tuple[Check, ...]) -> tuple:
@@ -403,9 +404,7 @@ def _split(rule: CompiledRule) -> Split:
     kept = tuple(ch for ch in rule.checks if ch.field not in _DECIDED_BY_VIEW)
     rest = rule if len(kept) == len(rule.checks) else \
         CompiledRule(rule.id, kept, rule.source, rule.versions, rule.reason, rule.cudnn, rule.effect)
-    guard = min((ch for ch in kept if ch.guard), key=_guard_rank, default=None)
-    guard = guard.guard if guard is not None else None
-    return Split(versions, tuple(ch for ch in versions if ch.field != "versions"), rest, rest.reads, guard)
+    return Split(versions, tuple(ch for ch in versions if ch.field != "versions"), rest)
 
 
 def _guard_rank(ch: Check) -> tuple[int, int]:

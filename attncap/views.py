@@ -35,13 +35,13 @@ class Outcome(NamedTuple):
 class _Issues:
     """Known issues indexed by their guards: a query tries only those whose guard admits its value."""
 
-    def __init__(self, issues: list[tuple[CompiledRule, Split]]):
+    def __init__(self, issues: list[CompiledRule]):
         unguarded, guarded = [], {}
-        for issue, split in issues:
-            if split.guard is None:
+        for issue in issues:
+            if issue.guard is None:
                 unguarded.append(issue)
                 continue
-            value_of, values = split.guard
+            value_of, values = issue.guard
             buckets = guarded.setdefault(value_of, {})
             for value in values:
                 buckets[value] = buckets.get(value, ()) + (issue,)
@@ -133,17 +133,15 @@ class View:
         self._by_features: dict = {}  # a query's `features` -> what _feature_parts() found for them
         # Known issues that read the sequence lengths, which change from batch to batch, are a part of their
         # own and stay out of the whole verdict's key: a new length costs that part's lookup, not a new verdict.
-        splits = [issue.split() for issue in known_issues] if installed else []
-        steady = [(i, sp) for i, sp in zip(known_issues, splits) if not sp.reads & _VOLATILE]
-        volatile = [(i, sp) for i, sp in zip(known_issues, splits) if sp.reads & _VOLATILE]
-        self._issues = _Part(frozenset().union(*(sp.reads for _, sp in steady)), _Issues(steady).first)
-        self._volatile = _Part(frozenset().union(*(sp.reads for _, sp in volatile)), _Issues(volatile).first) \
+        issues = known_issues if installed else ()
+        steady = [i for i in issues if not i.reads & _VOLATILE]
+        volatile = [i for i in issues if i.reads & _VOLATILE]
+        if volatile and every & _VOLATILE:  # support or a feature reads lengths too: one key for all
+            steady, volatile = [*steady, *volatile], []
+        self._issues = _Part(frozenset().union(*(i.reads for i in steady)), _Issues(steady).first)
+        self._volatile = _Part(frozenset().union(*(i.reads for i in volatile)), _Issues(volatile).first) \
             if volatile else None
         every |= self._issues.reads
-        if self._volatile is not None and every & _VOLATILE:  # support or a feature reads lengths too: one key
-            every |= self._volatile.reads
-            self._issues, self._volatile = _Part(self._issues.reads | self._volatile.reads,
-                                                 _Issues([*steady, *volatile]).first), None
         self.steady = self._volatile is None  # the whole verdict alone answers (the resolver's inline lookup)
         # Whether supported, memoised whole (features: which feature rules are asked at all): selection needs
         # only this boolean, found by stopping at the first failing part. The full Outcome (every missing
