@@ -149,14 +149,16 @@ def load_anchor() -> Anchor | None:
 
 
 def _fresh_caches(plans: bool, memos: bool = False) -> None:
-    """Forget cached resolutions; if `memos`, also each View's outcomes (a shape is new again); if `plans`,
-    also the per-environment plans and the views they hold (the arch, dtype and pass are new again).
-    The loaded registry is kept."""
-    from attncap import resolver
+    """Forget cached resolutions; if `memos`, also each View's outcomes and each probe's answers per shape
+    (a shape is new again); if `plans`, also the per-environment plans and the views they hold (the arch,
+    dtype and pass are new again). The loaded registry and the probes' readiness are kept."""
+    from attncap import probes, resolver
     resolver.forget_resolutions()
     if plans or memos:
         for b in attncap.default_registry().compiled.values():
             b.forget(views=plans)
+        for probe in probes._probes.values():  # the built-in probes keep their library's answers per shape
+            getattr(probe, "_results", {}).clear()
     if plans:
         resolver._plans.clear()
 
@@ -217,8 +219,9 @@ def bench_uncached(rows: list, anchor: Anchor | None, rounds: int) -> None:
         rows.append((f"uncached, {label}, shapes seen", statistics.median(warm), p99(warm),
                      "TE get_attention_backend", te_median, "<= 0.22x, <= 15 us"))
         # TE's gate imports flash_attn.cute.interface where FA4 is installed: attncap's FA4 probe then asks it
+        # (once per shape: the warm-up at other lengths asked it, as with every memo of this row)
         asked = "flash_attn.cute.interface" in sys.modules
-        rows.append((f"  ... probes on (default), {'FA4 validator asked' if asked else 'not warmed'}",
+        rows.append((f"  ... probes on (default), {'FA4 imported' if asked else 'not warmed'}",
                      statistics.median(probed), p99(probed), "TE get_attention_backend", te_median, ""))
         rows.append((f"uncached, {label}, new shapes", statistics.median(fresh), p99(fresh),
                      "TE get_attention_backend", te_median, "<= 0.22x, <= 15 us"))
@@ -231,12 +234,12 @@ def bench_uncached(rows: list, anchor: Anchor | None, rounds: int) -> None:
         rows.append((f"  TE get_attention_backend, {name}", te_median, p99(te), "", None, ""))
     if anchor is None:
         rows.append(("uncached vs TE: skipped (see note)", None, None, "", None, ""))
-    # every reason built, and the probes on (installed FA4 asked), on the TE-like workload's queries
+    # every reason built, and the probes on (installed FA4 imported), on one shape at 2000 lengths
     queries = [AttentionQuery(arch="sm100", dtype="bf16", head_dim_qk=128, training=True, mask="causal",
                               seqlen_q=1024 + i) for i in range(2000)]
     samples = []
     for _ in range(rounds):
-        _fresh_caches(plans=False)
+        _fresh_caches(plans=False, memos=True)  # each round alike: the first query sees the shape first
         resolve(queries[0], ENV, probes=False)
         for q in queries[1:]:
             start = CLOCK()
@@ -249,7 +252,7 @@ def bench_uncached(rows: list, anchor: Anchor | None, rounds: int) -> None:
                               mask="causal", seqlen_q=1024 + i) for i in range(300)]
     samples = []
     for _ in range(rounds):
-        _fresh_caches(plans=False)
+        _fresh_caches(plans=False, memos=True)  # every round: each of the 300 shapes new
         for q in nothing:
             start = CLOCK()
             try:
@@ -261,7 +264,7 @@ def bench_uncached(rows: list, anchor: Anchor | None, rounds: int) -> None:
                  "<= 1 ms"))
     probed = _uncached_with_probes(queries, rounds)
     if probed is not None:
-        rows.append(("uncached, probes on (installed FA4 asked)", statistics.median(probed), p99(probed), "",
+        rows.append(("uncached, probes on, FA4 imported, shape seen", statistics.median(probed), p99(probed), "",
                      None, ""))
 
 
@@ -275,7 +278,7 @@ def _uncached_with_probes(queries, rounds) -> list | None:
     env = ENV.replace(versions={"flash-attn-4": fa4, "torch": installed("torch")})
     samples = []
     for _ in range(rounds):
-        _fresh_caches(plans=False)
+        _fresh_caches(plans=False, memos=True)  # each round alike: the first query sees the shape first
         resolve(queries[0], env)
         for q in queries[1:]:
             start = CLOCK()
@@ -334,8 +337,8 @@ def bench_per_forward(rows: list, anchor: Anchor | None) -> None:
 
 def paired_subprocess(code: str, floor: str = "pass", runs: int = 9, path: str | None = None) -> tuple[float, float]:
     """Median CPU seconds (user + system) of `code` and of `floor` in fresh processes, run alternately
-    (drift hits both alike), ATTNCAP_PATH unset, in `path` (first on PYTHONPATH for `code`)."""
-    env = {k: v for k, v in os.environ.items() if k != "ATTNCAP_PATH"}
+    (drift hits both alike), ATTNCAP_* unset, in `path` (first on PYTHONPATH for `code`)."""
+    env = _clean_env()
     code_env = dict(env, PYTHONPATH=path) if path else env
     a, b = [], []
     for _ in range(runs):
@@ -417,7 +420,7 @@ def _first_resolve(arch: str, warm: bool, runs: int = 3) -> tuple[list, dict]:
     out = []
     for _ in range(runs):
         done = subprocess.run([sys.executable, "-c", FIRST_RESOLVE.replace("ARCH", arch).replace("WARM", str(warm))],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300, env=_clean_env(), check=True)
         out.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return out, out[-1]
 
@@ -425,16 +428,21 @@ def _first_resolve(arch: str, warm: bool, runs: int = 3) -> tuple[list, dict]:
 def _paired_wall(a: list, b: list, runs: int = 7, path: str | None = None) -> tuple[float, float]:
     """Median wall seconds of commands a and b in fresh processes, run alternately (in `path`, first on
     PYTHONPATH, when given)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ATTNCAP_PATH", "ATTNCAP_PROBES")}
+    env = _clean_env()
     if path:
         env["PYTHONPATH"] = path
     ta, tb = [], []
     for _ in range(runs):
         for cmd, out in ((a, ta), (b, tb)):
             start = time.perf_counter()
-            subprocess.run(cmd, capture_output=True, env=env, timeout=300, cwd=path)
+            subprocess.run(cmd, capture_output=True, env=env, timeout=300, cwd=path, check=True)  # a failure is no time
             out.append(time.perf_counter() - start)
     return statistics.median(ta), statistics.median(tb)
+
+
+def _clean_env() -> dict:
+    """This process's environment without the ATTNCAP_* variables (overlays, probes, overrides)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ATTNCAP_")}
 
 
 def bench_first_resolve(rows: list) -> None:
