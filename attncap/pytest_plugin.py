@@ -19,6 +19,8 @@ markers are answered by the installed library's own checks.
 
 from __future__ import annotations
 
+import os
+
 from collections import Counter
 
 import pytest
@@ -41,7 +43,9 @@ class _State:
         if not self._warmed:
             self._warmed = True
             from attncap import probes
-            probes.warm()
+            from attncap.settings import probes_mode
+            if probes_mode(os.environ.get(probes.ENV_PROBES)) != "off":  # ATTNCAP_PROBES=0: resolve asks none
+                probes.warm()
 
     def env(self):
         """The environment markers are evaluated in, built on first use."""

@@ -27,8 +27,7 @@ import torch
 
 from .environment import Environment
 from .query import AttentionQuery
-from .resolver import ENV_DISABLE, ENV_FORCE, ENV_PROBES, BackendUnavailableError, Resolution, resolve
-from .settings import probes_mode
+from .resolver import _ENVIRON, ENV_DISABLE, ENV_FORCE, ENV_PROBES, BackendUnavailableError, Resolution, resolve
 
 __all__ = ["NoSDPABackendError", "TENSOR_LAYOUTS", "query_from_tensors", "resolve_for", "sdpa_backends_for",
            "sdpa_kernel_for"]
@@ -197,7 +196,7 @@ def _environ(name: str) -> str | None:
     return None if value is None else os.environ.decodevalue(value)
 
 
-_DATA = getattr(os.environ, "_data", None)  # os.environ's backing dict, changed in place by os.environ[...] = ...
+_DATA = _ENVIRON  # os.environ's backing dict (resolve() reads the same), changed in place by os.environ[...] = ...
 _ENCODED = {name: os.environ.encodekey(name) for name in (ENV_FORCE, ENV_DISABLE, ENV_PROBES)} \
     if isinstance(_DATA, dict) else {}
 
@@ -205,7 +204,7 @@ _ENCODED = {name: os.environ.encodekey(name) for name in (ENV_FORCE, ENV_DISABLE
 @torch.compiler.assume_constant_result
 def _resolve_constant(force: str | None, disable: str | None, probes: str | None, **fields) -> str | None:
     # Runs eagerly (also under torch.compile), so logging and caches inside resolve() are fine.
-    # AttentionQuery(**fields): validated once (attncap.memo).
-    resolution = resolve(AttentionQuery(**fields), force=force or None, disable=disable or "",
-                         probes=probes is None or probes_mode(probes, ENV_PROBES) != "off")
+    # AttentionQuery(**fields): validated once (attncap.memo). `probes` (ATTNCAP_PROBES) is an argument
+    # for dynamo to guard on; resolve() reads and applies the variable itself.
+    resolution = resolve(AttentionQuery(**fields), force=force or None, disable=disable or "")
     return resolution.selected

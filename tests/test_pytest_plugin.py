@@ -208,3 +208,17 @@ def test_parse_env_applies_versions_and_removals():
     assert env == Environment(arch="sm100", versions={"flash-attn-4": "4.0.0b11", "torch": "2.9.0"},
                               cudnn="9.10.2")
     assert parse_env("cudnn=", base).cudnn is None
+
+
+def test_the_plugin_warms_no_probe_under_attncap_probes_0(monkeypatch):
+    """ATTNCAP_PROBES=0 turns the probes off for every resolve: the plugin imports no library for them."""
+    from attncap import probes
+    from attncap.pytest_plugin import _State
+    calls = []
+    monkeypatch.setattr(probes, "warm", lambda *args, **kwargs: calls.append(1))
+    monkeypatch.setenv("ATTNCAP_PROBES", "0")
+    _State(None, True).warm_probes()
+    assert calls == []
+    monkeypatch.setenv("ATTNCAP_PROBES", "1")
+    _State(None, True).warm_probes()
+    assert calls == [1]

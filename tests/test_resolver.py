@@ -173,7 +173,7 @@ def test_a_preferred_backend_comes_first_and_only_once():
     assert len(backends) == len(set(backends)) == len(attncap.default_registry().compiled)
 
 
-def test_a_query_asked_again_under_other_conditions_is_resolved_for_them():
+def test_a_query_asked_again_under_other_conditions_is_resolved_for_them(monkeypatch):
     """A query keeps its last resolution for the very same conditions only: another environment, other
     overrides, an ATTNCAP_* variable or a cleared cache each get their own answer."""
     query = AttentionQuery(arch="sm90", head_dim_qk=128)
@@ -186,6 +186,10 @@ def test_a_query_asked_again_under_other_conditions_is_resolved_for_them():
     assert resolve(query, both, probes=False) is first
     assert resolve(query, both, probes=False, prefer=["flash-attn-2"]).selected == "flash-attn-2"
     assert resolve(query, both, probes=False, disable=[first.selected]).selected != first.selected
+    monkeypatch.setenv("ATTNCAP_DISABLE", first.selected)
+    assert resolve(query, both, probes=False).selected != first.selected
+    monkeypatch.delenv("ATTNCAP_DISABLE")
+    assert resolve(query, both, probes=False) is first
     attncap.clear_cache()
     assert resolve(query, both, probes=False) is not first
 

@@ -10,7 +10,9 @@ A resolve never imports a probe's library and never waits for one: a probe answe
 library is already imported (by the caller) or after `warm()`, and otherwise gives no opinion
 at once, saying how to enable it. `warm()` (or ATTNCAP_PROBES=warm, which warms on the first
 resolve) imports the libraries. When a probe becomes ready, every cached resolution that may
-hold its earlier "no opinion" is forgotten (`on_change`), so no answer made before sticks.
+hold its earlier "no opinion" is forgotten (`on_change`). A library the caller imports itself is
+noticed when the probe next checks a query (an uncached resolve that asks it), so a cached answer
+can outlive that import until then: call `warm()` after importing to have it noticed at once.
 """
 
 from __future__ import annotations
@@ -103,9 +105,9 @@ def _no_opinion(probe: str, message: str) -> ProbeVerdict:
     return ProbeVerdict(probe, None, message)  # frozen: one object can serve every resolve
 
 
-@functools.lru_cache(maxsize=256)  # given on every resolve of a what-if version: built once
-def _other_version(probe: str, package: str, installed: str, asked: str) -> ProbeVerdict:
-    return _no_opinion(probe, f"it speaks for the installed {package} {installed}, not {asked}")
+@functools.lru_cache(maxsize=256)  # given on every resolve of a what-if version: one string (its hash kept)
+def _other_version(package: str, installed: str, asked: str) -> str:
+    return f"it speaks for the installed {package} {installed}, not {asked}"
 
 
 _probes: dict[str, Probe] = {}
@@ -333,7 +335,7 @@ def judge(backend, query, ctx, env) -> ProbeVerdict | None:
             return probe.verdict(None, f"it asks the installed {probe.package}, and none is installed here")
         asked = (env.version(probe.package) if env is not None else None) or ctx.version  # as given, not as matched
         if installed != asked:
-            return _other_version(probe.name, probe.package, installed, asked)
+            return probe.verdict(None, _other_version(probe.package, installed, asked))
         verdict = probe.check(query, ctx)
     except (Exception, SystemExit) as exc:  # a probe's sys.exit() must not end the caller
         # KeyboardInterrupt is let through: it cannot be told apart from the user's Ctrl-C.
