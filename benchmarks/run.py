@@ -293,6 +293,19 @@ PER_STEP = dict(arch="sm90", dtype="bf16", head_dim_qk=128, num_heads_q=32, num_
                 training=True, mask="causal", layout="sbhd")
 
 
+def _nothing(**fields) -> None:
+    return None
+
+
+class _Called(type):
+    def __call__(cls, *args, **fields):
+        return None
+
+
+class _Nothing(metaclass=_Called):
+    pass
+
+
 def bench_per_forward(rows: list, anchor: Anchor | None) -> None:
     env = Environment(arch="sm90", versions=dict(ENV.versions), cudnn="9.10.2")
     q = AttentionQuery(**PER_STEP)
@@ -315,6 +328,12 @@ def bench_per_forward(rows: list, anchor: Anchor | None) -> None:
     rows.append(("per forward: resolve(AttentionQuery(...))",
                  median_per_call(lambda: resolve(AttentionQuery(**fields), env, probes=False), 20_000), None,
                  ref, te_step, "<= 1 us, <= 0.2x"))
+    # The floor under that row: what Python alone takes to pass the same keywords, to a function and to a
+    # class with a metaclass __call__ (as AttentionQuery's memo has), doing nothing with them.
+    rows.append(("  floor: f(**same keywords), f does nothing", median_per_call(lambda: _nothing(**fields), 100_000),
+                 None, "", None, ""))
+    rows.append(("  floor: C(**same keywords), metaclass __call__", median_per_call(lambda: _Nothing(**fields),
+                                                                                   100_000), None, "", None, ""))
     try:
         import torch
         import attncap.torch as at

@@ -5,7 +5,10 @@ checks included), no plans, no views, no memos, no guard index, no lazily built 
 resolver's fast path must give the same decisions and reasons (tests/test_equivalence.py).
 
 What the fast path does not change is reused as it is: the coverage of versions (coverage.assess),
-the Ctx, the profile windows, classify() and the flash_attn namespace note.
+the Ctx, the profile windows, classify(), the flash_attn namespace note, the rules' own checks
+(CompiledRule.matches) and the reasons a Decision builds from its verdict (resolver._explain): so the
+equivalence test's full comparison of reasons checks that both sides hand _explain the same verdict
+(rule, static, core, missing, probe), not _explain itself.
 """
 
 from __future__ import annotations

@@ -490,8 +490,10 @@ def test_a_hanging_probe_import_is_waited_for_once(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert time.perf_counter() - start < 15, "the process waited for the hanging import at exit"
     first, second, again = json.loads(proc.stdout)
-    assert 0.9 < first["seconds"] < 2.5, first
-    assert second["seconds"] < 0.2 and again["seconds"] < 0.2, (second, again)
+    # Bounds from the 1 s timeout and the 30 s hang, not from speed: the first resolve waits the timeout
+    # (not the hang), the next ones do not wait it again.
+    assert 0.9 < first["seconds"] < 15, first
+    assert second["seconds"] < 0.9 and again["seconds"] < 0.9, (second, again)
     for row in (first, second, again):
         assert (row["supported"], row["decided_by"]) == (True, "static")  # the table's answer
         assert row["probe"]["supported"] is None and "still running" in row["probe"]["message"], row
