@@ -115,11 +115,12 @@ def _pair(text: str, sep: str, flag: str) -> tuple[int, int]:
         raise ValueError(f"{flag} {text!r}: expected two integers separated by {sep!r}") from None
 
 
-def _warm_if_asked(args) -> None:
-    """--probe: import what the probes ask (their verdicts, ready or not, say the rest)."""
+def _warm_if_asked(args, names=None) -> None:
+    """--probe: import what the probes ask (their verdicts, ready or not, say the rest); `names`: only those
+    probes (`explain --backend cudnn-fused --probe` imports neither torch nor FA4)."""
     if args.probe:
         from . import probes
-        probes.warm()
+        probes.warm(names)
 
 
 def cmd_resolve(args) -> int:
@@ -150,7 +151,8 @@ def cmd_explain(args) -> int:
     registry, query, env = _context(args)
     if args.backend not in registry.backends:
         raise ValueError(f"unknown backend {args.backend!r}; known: {', '.join(sorted(registry.backends))}")
-    _warm_if_asked(args)
+    probe = registry.compiled[args.backend].probe
+    _warm_if_asked(args, [probe.name] if probe is not None else [])
     data = explain_backend(registry, args.backend, query, env, probes=not args.no_probes,
                            unverified=args.unverified, profile=args.profile)
     print(report.to_json(data) if args.json else _explain_text(data))

@@ -324,6 +324,17 @@ def test_cli_probe_flag_asks_the_installed_library(tmp_path, capsys):
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
+def test_cli_explain_probe_warms_only_the_explained_backends_probe(monkeypatch):
+    from attncap import probes
+    from attncap.cli import main
+    warmed = []
+    monkeypatch.setattr(probes, "warm", lambda names=None, **kwargs: warmed.append(names) or {})
+    base = ["explain", "--arch", "sm90", "--head-dim", "128", "--probe"]
+    main([*base, "cudnn-fused"])  # no probe: nothing to import
+    main([*base, "flash-attn-4"])
+    assert warmed == [[], ["fa4-head-dims"]]
+
+
 def test_cli_info_without_probes_imports_nothing():
     out = run_script(CLI.replace("ARGS", repr(["info", "--no-probes"])))
     assert out["rc"] == 0 and out["torch"] is False and out["flash_attn"] == [] and out["events"] == []

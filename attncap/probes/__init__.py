@@ -142,8 +142,9 @@ _installed: dict[str, str | None] = {}  # probe name -> installed version of its
 
 
 def clear() -> None:
-    """Forget probe results and failures (tests, or after installing a library); warmed probes are warm again
-    on their next check when their library is still imported, else after the next warm()."""
+    """Forget probe results and failures (but a failed torch import: see warm()); warmed probes are warm again
+    on their next check when their library is still imported, else after the next warm(). After installing a
+    library, call attncap.clear_cache(): it also forgets the installed versions detected before."""
     global _entry_points_loaded, _warmed_on_use
     with _lock:
         _installed.clear()
@@ -248,7 +249,8 @@ def warm(names=None, *, block: bool = True, timeout: float | None = None) -> dic
     ATTNCAP_PROBE_TIMEOUT, 60) for all of them together. Returns {probe name: True (ready), False (cannot
     answer here; its verdicts say why) or None (still importing)}. An import that finishes later makes the
     probe ready then, and resolutions cached meanwhile are forgotten. Safe to call again: a ready probe
-    returns at once, a failed import is not retried (attncap.clear_cache() forgets the failure).
+    returns at once, a failed import is not retried (attncap.clear_cache() forgets FA4's failure; a failed
+    torch import, which the SDPA probes share, stays for the process).
     """
     if isinstance(names, str):
         names = [names]
