@@ -121,16 +121,16 @@ class Anchor:
         self._set_for(cc)
         return self.te.get_attention_backend(params)
 
-    def times(self, items, rounds: int) -> list:
+    def times(self, items) -> list:
+        """Per-call seconds of one pass over `items`."""
         samples = []
         with self.te.active():
-            for _ in range(rounds):
-                for cc, cudnn, params, _q, _e in items:
-                    self.h._State.cc, self.h._State.cudnn = cc, cudnn
-                    self._set_for(cc)
-                    start = CLOCK()
-                    self.te.get_attention_backend(params)
-                    samples.append(since(start))
+            for cc, cudnn, params, _q, _e in items:
+                self.h._State.cc, self.h._State.cudnn = cc, cudnn
+                self._set_for(cc)
+                start = CLOCK()
+                self.te.get_attention_backend(params)
+                samples.append(since(start))
         return samples
 
     def _set_for(self, cc):
@@ -167,34 +167,33 @@ def _other_lengths(q: AttentionQuery) -> AttentionQuery:
     """The same configuration at other sequence lengths (what the next batch of a framework may ask)."""
     if q.seqlen_q is None:
         return q
-    return q.replace(seqlen_q=q.seqlen_q + 7, seqlen_kv=q.seqlen_kv + 7)
+    return q.replace(seqlen_q=q.seqlen_q + 7, seqlen_kv=None if q.seqlen_kv is None else q.seqlen_kv + 7)
 
 
-def attncap_times(items, rounds: int, *, cold: bool, memos: bool = True, probes: bool = False) -> tuple[list, list]:
-    """Per-call seconds over `rounds` passes; and, when cold, those of the calls that built a plan.
+def attncap_times(items, *, cold: bool, memos: bool = True, probes: bool = False) -> tuple[list, list]:
+    """Per-call seconds of one pass over `items`; and, when cold, those of the calls that built a plan.
 
-    Every call is a resolution-cache miss, and no configuration timed was resolved before in its pass:
-    every outcome memo is forgotten before each pass. cold: plans and views too (each call as the first
+    Every call is a resolution-cache miss, and no configuration timed was resolved before in the pass:
+    every outcome memo is forgotten before it. cold: plans and views too (each call as the first
     of its arch, dtype, pass and environment). Else the plans are built first by resolving each
     configuration at other sequence lengths, and `memos` says whether what that left in the memos is
     kept (each shape seen before at other lengths, as with a framework's varying batches) or forgotten
     too (each configuration's rules evaluated afresh)."""
     from attncap import resolver
     samples, planned = [], []
-    for _ in range(rounds):
-        _fresh_caches(plans=cold, memos=True)
-        if not cold:
-            for _c, _d, _p, q, env in items:
-                resolve(_other_lengths(q), env, probes=probes)
-            _fresh_caches(plans=False, memos=not memos)
+    _fresh_caches(plans=cold, memos=True)
+    if not cold:
         for _c, _d, _p, q, env in items:
-            before = len(getattr(resolver, "_plans", ()))
-            start = CLOCK()
-            resolve(q, env, probes=probes)
-            elapsed = since(start)
-            samples.append(elapsed)
-            if cold and len(getattr(resolver, "_plans", ())) != before:
-                planned.append(elapsed)
+            resolve(_other_lengths(q), env, probes=probes)
+        _fresh_caches(plans=False, memos=not memos)
+    for _c, _d, _p, q, env in items:
+        before = len(resolver._plans)
+        start = CLOCK()
+        resolve(q, env, probes=probes)
+        elapsed = since(start)
+        samples.append(elapsed)
+        if cold and len(resolver._plans) != before:
+            planned.append(elapsed)
     return samples, planned
 
 
@@ -207,11 +206,11 @@ def bench_uncached(rows: list, anchor: Anchor | None, rounds: int) -> None:
         items = anchor.prepare(make())
         te, warm, probed, fresh, cold, planned = [], [], [], [], [], []
         for _ in range(rounds):  # one pass of each per round: a burst of load on the box hits both sides alike
-            te += anchor.times(items, 1)
-            warm += attncap_times(items, 1, cold=False)[0]
-            probed += attncap_times(items, 1, cold=False, probes=True)[0]
-            fresh += attncap_times(items, 1, cold=False, memos=False)[0]
-            samples, built = attncap_times(items, 1, cold=True)
+            te += anchor.times(items)
+            warm += attncap_times(items, cold=False)[0]
+            probed += attncap_times(items, cold=False, probes=True)[0]
+            fresh += attncap_times(items, cold=False, memos=False)[0]
+            samples, built = attncap_times(items, cold=True)
             cold += samples
             planned += built
         te_median = statistics.median(te)
@@ -420,7 +419,7 @@ warm = collect = None
 if WARM:
     import gc
     start = time.perf_counter()
-    ready = probes.warm()
+    probes.warm()
     warm = time.perf_counter() - start
     start = time.perf_counter()
     gc.collect()  # the full collection torch's ~2,000 modules leave due: paid once by any process importing torch
