@@ -12,6 +12,7 @@ changes some packages of the installed environment. The CLI's `--version`/`--cud
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from types import MappingProxyType
@@ -227,8 +228,10 @@ _dist_index: dict | None = None
 
 
 def _normalised_dist(name: str) -> str:
-    import re
-    return re.sub(r"[-_.]+", "_", name).lower()
+    return _SEPARATORS.sub("_", name).lower()
+
+
+_SEPARATORS = re.compile(r"[-_.]+")  # PEP 503 name normalisation (as dist-info directory names spell it)
 
 
 def _quick_version(name: str):
